@@ -1,0 +1,51 @@
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import REGION_CHOICES, SCOPE_CODES, Role
+
+
+class SignUpForm(forms.Form):
+    email = forms.EmailField(label=_("Email"))
+    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, min_length=8)
+    role = forms.ChoiceField(label=_("I want to"), choices=Role.choices, initial=Role.BUYER)
+    display_name = forms.CharField(label=_("Provider display name"), required=False, max_length=80)
+    regions = forms.MultipleChoiceField(
+        label=_("Regions served"),
+        choices=REGION_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+
+class EmailAuthenticationForm(AuthenticationForm):
+    username = forms.EmailField(
+        label=_("Email"), widget=forms.EmailInput(attrs={"autofocus": True})
+    )
+
+
+class ProfileForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=Role.choices)
+    display_name = forms.CharField(label=_("Display name"), required=False, max_length=80)
+    regions = forms.MultipleChoiceField(
+        label=_("Regions served"),
+        choices=REGION_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    color_up_red = forms.BooleanField(label=_("Red for up, green for down"), required=False)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=80)
+    scopes = forms.MultipleChoiceField(
+        label=_("Scopes"),
+        choices=[(s, s) for s in SCOPE_CODES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=["read"],
+    )
+    expires_at = forms.DateTimeField(
+        label=_("Expires (optional, UTC)"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )

@@ -1,0 +1,138 @@
+"""Users (email login), their provider/buyer profile, and hashed API keys."""
+
+from __future__ import annotations
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField(unique=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Role(models.TextChoices):
+    BUYER = "buyer", "Buyer"
+    PROVIDER = "provider", "Provider"
+    BOTH = "both", "Provider and buyer"
+
+
+REGION_CHOICES = [
+    ("cn-north", "China North"),
+    ("cn-east", "China East"),
+    ("cn-south", "China South"),
+    ("ap-southeast", "Asia Pacific Southeast"),
+    ("eu-central", "Europe Central"),
+    ("us-east", "US East"),
+    ("us-west", "US West"),
+]
+REGION_CODES = frozenset(code for code, _ in REGION_CHOICES)
+
+
+class Profile(models.Model):
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="profile")
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.BUYER)
+    display_name = models.CharField(
+        max_length=80, blank=True, help_text="Shown to buyers on a provider's listings."
+    )
+    regions = models.JSONField(
+        default=list, blank=True, help_text="Region codes a provider serves, e.g. ['cn-east']."
+    )
+    color_up_red = models.BooleanField(default=False, help_text="Red for up, green for down.")
+
+    def __str__(self) -> str:
+        return f"{self.user.email} ({self.role})"
+
+    @property
+    def is_provider(self) -> bool:
+        return self.role in (Role.PROVIDER, Role.BOTH)
+
+    @property
+    def is_buyer(self) -> bool:
+        return self.role in (Role.BUYER, Role.BOTH)
+
+
+class Scope(models.TextChoices):
+    READ = "read", "Read"
+    TRADE = "trade", "Trade"
+    WITHDRAW = "withdraw", "Withdraw"
+
+
+SCOPE_CODES = (Scope.READ.value, Scope.TRADE.value, Scope.WITHDRAW.value)
+
+
+class ApiKey(models.Model):
+    """An API key. Only a SHA-256 hash of the key is stored; the key is shown once.
+
+    Keys are 256-bit random secrets, so a fast hash is enough: there is nothing to brute-force.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=16, unique=True)
+    hashed_key = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=models.F("created_at")),
+                name="api_key_expires_after_creation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_usable(self, *, now: object = None) -> bool:
+        moment = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > moment
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"

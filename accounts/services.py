@@ -1,0 +1,164 @@
+"""Account writes: users, profiles, API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import REGION_CODES, SCOPE_CODES, ApiKey, Profile, Role, User
+from exchange.errors import Conflict, NotFound, ValidationFailed
+
+KEY_PREFIX = "tx"
+
+
+def api_key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _parse_scopes(scopes: Iterable[str]) -> list[str]:
+    wanted = {scope.strip() for scope in scopes if scope.strip()}
+    unknown = wanted - set(SCOPE_CODES)
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown scope(s): {', '.join(sorted(unknown))}. Use read, trade, withdraw.",
+            details={"scopes": sorted(unknown)},
+        )
+    if not wanted:
+        raise ValidationFailed("An API key needs at least one scope.")
+    return [scope for scope in SCOPE_CODES if scope in wanted]
+
+
+def _parse_regions(regions: Iterable[str]) -> list[str]:
+    wanted = sorted({region.strip() for region in regions if region.strip()})
+    unknown = [region for region in wanted if region not in REGION_CODES]
+    if unknown:
+        raise ValidationFailed(f"Unknown region(s): {', '.join(unknown)}.")
+    return wanted
+
+
+@transaction.atomic
+def user_create(
+    *,
+    email: str,
+    password: str | None,
+    role: str = Role.BUYER,
+    display_name: str = "",
+    regions: Iterable[str] = (),
+) -> User:
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except DjangoValidationError as error:
+        raise ValidationFailed("Enter a valid email address.") from error
+    if role not in Role.values:
+        raise ValidationFailed(f"Unknown role {role!r}: use buyer, provider or both.")
+    if password is not None:
+        try:
+            validate_password(password, User(email=email))
+        except DjangoValidationError as error:
+            raise ValidationFailed(" ".join(error.messages)) from error
+    if User.objects.filter(email=email).exists():
+        raise Conflict("A user with this email already exists.")
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password)
+    except IntegrityError as error:
+        raise Conflict("A user with this email already exists.") from error
+    Profile.objects.create(
+        user=user, role=role, display_name=display_name, regions=_parse_regions(regions)
+    )
+    return user
+
+
+def profile_update(
+    *,
+    user: User,
+    role: str | None = None,
+    display_name: str | None = None,
+    regions: Iterable[str] | None = None,
+    color_up_red: bool | None = None,
+) -> Profile:
+    profile, _ = Profile.objects.get_or_create(user=user)
+    if role is not None:
+        if role not in Role.values:
+            raise ValidationFailed(f"Unknown role {role!r}.")
+        profile.role = role
+    if display_name is not None:
+        profile.display_name = display_name.strip()[:80]
+    if regions is not None:
+        profile.regions = _parse_regions(regions)
+    if color_up_red is not None:
+        profile.color_up_red = color_up_red
+    profile.save()
+    return profile
+
+
+class CreatedApiKey(NamedTuple):
+    api_key: ApiKey
+    secret: str  # the full key, shown once and never stored
+
+
+def api_key_create(
+    *,
+    user: User,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: datetime | None = None,
+    creator_scopes: Iterable[str] | None = None,
+) -> CreatedApiKey:
+    """Create a key. ``creator_scopes`` is set when another API key asks: no escalation."""
+    scope_list = _parse_scopes(scopes)
+    if creator_scopes is not None and not set(scope_list) <= set(creator_scopes):
+        raise ValidationFailed("An API key cannot create a key with scopes it does not have.")
+    name = (name or "").strip()
+    if not name:
+        raise ValidationFailed("Give the key a name.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed("The expiry must be in the future.")
+    prefix = secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        user=user,
+        name=name[:80],
+        prefix=prefix,
+        hashed_key=api_key_hash(secret),
+        scopes=scope_list,
+        expires_at=expires_at,
+    )
+    return CreatedApiKey(api_key=api_key, secret=secret)
+
+
+def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
+    api_key = ApiKey.objects.filter(user=user, id=key_id).first()
+    if api_key is None:
+        raise NotFound("No such API key.")
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def api_key_authenticate(*, key: str) -> ApiKey | None:
+    """The usable key matching ``key``, or None. Records last use at most once a minute."""
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != KEY_PREFIX:
+        return None
+    api_key = ApiKey.objects.select_related("user").filter(prefix=parts[1]).first()
+    if api_key is None or not secrets.compare_digest(api_key.hashed_key, api_key_hash(key)):
+        return None
+    now = timezone.now()
+    if not api_key.is_usable(now=now) or not api_key.user.is_active:
+        return None
+    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
+        ApiKey.objects.filter(id=api_key.id).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key

@@ -1,0 +1,105 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView, LogoutView
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts.forms import ApiKeyForm, EmailAuthenticationForm, ProfileForm, SignUpForm
+from accounts.models import Profile
+from accounts.selectors import api_key_list
+from accounts.services import api_key_create, api_key_revoke, profile_update, user_create
+from exchange.errors import ExchangeError
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = user_create(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                role=form.cleaned_data["role"],
+                display_name=form.cleaned_data["display_name"],
+                regions=form.cleaned_data["regions"],
+            )
+        except ExchangeError as error:
+            form.add_error(None, error.message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, _("Welcome! Your account is ready."))
+            return redirect("home")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+class EmailLoginView(LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = EmailAuthenticationForm
+    redirect_authenticated_user = True
+
+
+class SiteLogoutView(LogoutView):
+    pass
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    current, _created = Profile.objects.get_or_create(user=request.user)
+    form = ProfileForm(
+        request.POST or None,
+        initial={
+            "role": current.role,
+            "display_name": current.display_name,
+            "regions": current.regions,
+            "color_up_red": current.color_up_red,
+        },
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            profile_update(user=request.user, **form.cleaned_data)
+        except ExchangeError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, _("Profile saved."))
+            return redirect("accounts:profile")
+    return render(request, "accounts/profile.html", {"form": form, "profile": current})
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    new_secret = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = api_key_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=form.cleaned_data.get("expires_at"),
+            )
+        except ExchangeError as error:
+            form.add_error(None, error.message)
+        else:
+            new_secret = created.secret
+            form = ApiKeyForm()
+    return render(
+        request,
+        "accounts/api_keys.html",
+        {"form": form, "keys": api_key_list(user=request.user), "new_secret": new_secret},
+    )
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
+    try:
+        api_key_revoke(user=request.user, key_id=key_id)
+    except ExchangeError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, _("API key revoked."))
+    return redirect("accounts:api_keys")

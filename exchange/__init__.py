@@ -1,0 +1,5 @@
+"""The token exchange: Django project package and the exchange domain.
+
+The Celery app is imported lazily by ``exchange.celery``; nothing here imports Django so that
+``exchange.engine`` stays importable on its own.
+"""

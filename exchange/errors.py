@@ -1,0 +1,49 @@
+"""The exception root of the exchange domain.
+
+Services raise these; the API's one exception handler (``exchange.api_errors``) turns them into
+the single error shape ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ExchangeError(Exception):
+    """Base of every domain error. ``code`` is the stable, machine-readable error code."""
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code.replace("_", " ")
+        self.details = details or {}
+
+
+class ValidationFailed(ExchangeError):
+    code = "invalid"
+
+
+class NotFound(ExchangeError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(ExchangeError):
+    code = "conflict"
+    http_status = 409
+
+
+class InsufficientFunds(ExchangeError):
+    code = "insufficient_funds"
+    http_status = 422
+
+
+class MarketHalted(ExchangeError):
+    code = "market_halted"
+    http_status = 409
+
+
+class InvalidMarketConfiguration(ExchangeError):
+    code = "invalid_market_configuration"

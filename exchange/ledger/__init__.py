@@ -1,0 +1,1 @@
+"""The settlement ledger: double-entry accounts, postings, holds and balances."""

@@ -1,0 +1,117 @@
+"""Shared fixtures, and the rule that service-backed tests fail (not skip) in CI.
+
+With ``REQUIRE_SERVICES=1`` (set by ``.ci/run``) the session refuses to start unless the
+database is PostgreSQL and both PostgreSQL and Redis answer; the fixtures below then fail
+instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from django.conf import settings
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _missing(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _redis_problem() -> str | None:
+    if not settings.REDIS_URL:
+        return "REDIS_URL is not set"
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        return f"Redis at {settings.REDIS_URL} is unreachable: {error}"
+    return None
+
+
+def _postgres_problem() -> str | None:
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        return "DATABASE_URL is not PostgreSQL"
+    import psycopg
+
+    try:
+        psycopg.connect(
+            host=database.get("HOST") or "127.0.0.1",
+            port=database.get("PORT") or 5432,
+            user=database.get("USER") or "postgres",
+            password=database.get("PASSWORD") or None,
+            dbname="postgres",
+            connect_timeout=3,
+        ).close()
+    except psycopg.Error as error:
+        return f"PostgreSQL is unreachable: {error}"
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not REQUIRE_SERVICES:
+        return
+    problems = [p for p in (_postgres_problem(), _redis_problem()) if p]
+    if problems:
+        pytest.exit("REQUIRE_SERVICES=1 but: " + "; ".join(problems), returncode=3)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    problem = _redis_problem()
+    if problem:
+        _missing(problem)
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def postgres() -> None:
+    """Use in tests that need PostgreSQL itself (locking, constraints, concurrency)."""
+    problem = _postgres_problem()
+    if problem:
+        _missing(problem)
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., object]:
+    from accounts.services import user_create
+
+    counter = iter(range(1, 1_000_000))
+
+    def make(email: str | None = None, role: str = "buyer", password: str = "a-Strong-pass-123"):
+        return user_create(
+            email=email or f"user{next(counter)}@example.com", password=password, role=role
+        )
+
+    return make
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+def _register_hypothesis_profiles() -> None:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as hypothesis_settings
+
+    hypothesis_settings.register_profile(
+        "ci",
+        deadline=None,
+        derandomize=True,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    hypothesis_settings.register_profile("dev", deadline=None)
+    hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+_register_hypothesis_profiles()
