@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from exchange.routing import websocket_urlpatterns  # noqa: E402
+from exchange.runner.embedded import embedded_start  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -23,3 +24,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# With ENGINE_RUNNER=embedded (the default of `make run`) the runner is a thread of this process.
+embedded_start()

@@ -47,3 +47,38 @@ class MarketHalted(ExchangeError):
 
 class InvalidMarketConfiguration(ExchangeError):
     code = "invalid_market_configuration"
+
+
+class MarketClosed(ExchangeError):
+    code = "market_closed"
+    http_status = 409
+
+
+class NoLiquidity(ExchangeError):
+    code = "no_liquidity"
+    http_status = 422
+
+
+class DuplicateClientOrderId(Conflict):
+    code = "duplicate_client_order_id"
+
+
+class OrderNotOpen(Conflict):
+    code = "order_not_open"
+
+
+class Forbidden(ExchangeError):
+    code = "permission_denied"
+    http_status = 403
+
+
+class IdempotencyConflict(Conflict):
+    """An idempotency key was reused with a different request body."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency key {key!r} was already used for a different request.",
+            details={"idempotency_key": key},
+        )

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "exchange.markets",
+    "exchange.ledger",
+    "orders",
 ]
 
 MIDDLEWARE = [
@@ -153,6 +155,15 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    # Recompute every balance from postings; logs an error (alert) on any mismatch.
+    "ledger-audit": {
+        "task": "exchange.ledger.tasks.ledger_audit",
+        "schedule": env.float("LEDGER_AUDIT_INTERVAL_SECONDS", default=3600.0),
+    },
+    # Cancel the asks of capacity listings past available_until, then retire unsold tokens.
+    "capacity-expiry": {"task": "orders.tasks.capacity_expire_due_task", "schedule": 60.0},
+}
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -218,3 +229,11 @@ LOGGING = {
 }
 
 STATICFILES_DIRS = [BASE_DIR / "exchange" / "static"]
+
+# --- Engine runner ------------------------------------------------------------------------------
+# embedded: a thread inside the served process (make run); external: separate `run_engine`
+# processes (production); inline: in the request thread (tests).
+ENGINE_RUNNER = env.str("ENGINE_RUNNER", default="embedded")
+if ENGINE_RUNNER not in ("embedded", "external", "inline"):
+    raise ImproperlyConfigured("ENGINE_RUNNER must be embedded, external or inline.")
+ORDER_WAIT_SECONDS = env.float("ORDER_WAIT_SECONDS", default=2.0)

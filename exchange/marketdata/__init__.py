@@ -1,0 +1,1 @@
+"""Market data: the publisher (the only code that calls ``group_send``)."""

@@ -1,0 +1,1 @@
+"""The engine runner: the single writer of each market's book (see ``core``)."""

@@ -1,0 +1,314 @@
+"""REST endpoints for orders, fills, capacity and allocations."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import HasScope
+from exchange.api_errors import error_body
+from exchange.errors import ExchangeError, ValidationFailed
+from exchange.markets.selectors import market_get
+from orders import capacity
+from orders.models import Order, OrderStatus, Trade
+from orders.selectors import fill_list, order_get, order_list
+from orders.services import (
+    order_cancel,
+    order_cancel_all,
+    order_place,
+    order_request_parse,
+    order_wait,
+)
+from orders.units import lots_to_quantity, ticks_to_price, units_to_amount
+
+MAX_BATCH = 50
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    market = order.market
+    filled = order.filled_lots
+    average = None
+    if filled:
+        filled_mtok = market.lot_size * filled
+        average_value = Decimal(order.cost).scaleb(-market.quote_decimals) / filled_mtok
+        average = format(
+            average_value.quantize(Decimal(1).scaleb(-8), rounding=ROUND_HALF_EVEN).normalize(), "f"
+        )
+    return {
+        "id": order.id,
+        "client_order_id": order.client_order_id,
+        "market": market.symbol,
+        "side": order.side,
+        "type": order.type,
+        "price": ticks_to_price(market, order.price_ticks),
+        "protection_price": ticks_to_price(market, order.protection_ticks),
+        "quantity": lots_to_quantity(market, order.quantity_lots),
+        "filled_quantity": lots_to_quantity(market, filled),
+        "remaining_quantity": lots_to_quantity(market, order.quantity_lots - filled),
+        "average_price": average,
+        "cost": units_to_amount(market, order.cost),
+        "fee": units_to_amount(market, order.fee),
+        "fee_currency": market.quote_currency,
+        "status": order.status,
+        "time_in_force": order.time_in_force,
+        "expire_time": order.expire_time.isoformat() if order.expire_time else None,
+        "post_only": order.post_only,
+        "stp": order.stp,
+        "cancel_reason": order.cancel_reason or None,
+        "created_at": order.created_at.isoformat(),
+        "updated_at": order.updated_at.isoformat(),
+    }
+
+
+def fill_json(trade: Trade, user_id: int) -> dict[str, Any]:
+    market = trade.market
+    is_buyer = trade.buyer_id == user_id
+    side = "buy" if is_buyer else "sell"
+    order_id = trade.taker_order_id if trade.taker_side == side else trade.maker_order_id
+    return {
+        "id": trade.id,
+        "trade_id": trade.id,
+        "order_id": order_id,
+        "market": market.symbol,
+        "side": side,
+        "price": ticks_to_price(market, trade.price_ticks),
+        "quantity": lots_to_quantity(market, trade.quantity_lots),
+        "tokens": trade.quantity_lots * market.tokens_per_lot,
+        "cost": units_to_amount(market, trade.notional),
+        "fee": units_to_amount(market, trade.buyer_fee if is_buyer else trade.seller_fee),
+        "fee_currency": market.quote_currency,
+        "liquidity": "taker" if trade.taker_side == side else "maker",
+        "created_at": trade.created_at.isoformat(),
+    }
+
+
+class OrderBodySerializer(serializers.Serializer):
+    market = serializers.CharField()
+    side = serializers.ChoiceField(choices=["buy", "sell"])
+    type = serializers.ChoiceField(choices=["limit", "market"], default="limit")
+    price = serializers.CharField(required=False, allow_null=True, help_text="Quote per MTok.")
+    quantity = serializers.CharField(help_text="MTok (1,000,000 tokens), a multiple of the lot.")
+    time_in_force = serializers.ChoiceField(
+        choices=["GTC", "IOC", "FOK", "GTD"], required=False, allow_null=True
+    )
+    expire_time = serializers.DateTimeField(required=False, allow_null=True)
+    post_only = serializers.BooleanField(default=False)
+    stp = serializers.ChoiceField(
+        choices=["cancel_oldest", "cancel_newest", "cancel_both"], required=False, allow_null=True
+    )
+    client_order_id = serializers.CharField(
+        required=False, allow_null=True, max_length=64, min_length=1
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in ("price", "quantity"):
+                if isinstance(data.get(field), float):
+                    raise serializers.ValidationError(
+                        {field: ["Send decimals as strings, never as floats."]}
+                    )
+        return super().to_internal_value(data)
+
+
+def _place(request: Request, data: Any) -> tuple[Order, bool]:
+    body = OrderBodySerializer(data=data)
+    body.is_valid(raise_exception=True)
+    values = body.validated_data
+    market = market_get(symbol=values["market"])
+    parsed = order_request_parse(
+        market=market,
+        side=values["side"],
+        type=values["type"],
+        price=values.get("price"),
+        quantity=values["quantity"],
+        time_in_force=values.get("time_in_force"),
+        expire_time=values.get("expire_time"),
+        post_only=values["post_only"],
+        stp=values.get("stp"),
+        client_order_id=values.get("client_order_id"),
+    )
+    order, created = order_place(user=request.user, request=parsed)
+    if order.status == OrderStatus.PENDING:
+        order = order_wait(order=order, timeout=settings.ORDER_WAIT_SECONDS)
+    return order, created
+
+
+def _with_fills(order: Order) -> dict[str, Any]:
+    data = order_json(order)
+    trades = Trade.objects.select_related("market").filter(
+        taker_order=order
+    ) | Trade.objects.select_related("market").filter(maker_order=order)
+    data["fills"] = [fill_json(t, order.user_id) for t in trades.order_by("id")]
+    return data
+
+
+class IdCursor(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+class OrderListApi(APIView):
+    permission_classes = [HasScope]
+    required_scopes = {"GET": "read", "POST": "trade", "DELETE": "trade"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("market", str),
+            OpenApiParameter("status", str, enum=["open", "closed", "all"]),
+            OpenApiParameter("client_order_id", str),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request: Request) -> Response:
+        symbol = request.query_params.get("market")
+        status_filter = request.query_params.get("status", "all")
+        if status_filter not in ("open", "closed", "all"):
+            raise ValidationFailed("status must be open, closed or all.")
+        orders = order_list(
+            user=request.user,
+            market=market_get(symbol=symbol) if symbol else None,
+            status=status_filter,
+            client_order_id=request.query_params.get("client_order_id"),
+        )
+        paginator = IdCursor()
+        page = paginator.paginate_queryset(orders, request, view=self)
+        return paginator.get_paginated_response([order_json(o) for o in page])
+
+    @extend_schema(request=OrderBodySerializer, responses={201: dict, 200: dict})
+    def post(self, request: Request) -> Response:
+        order, created = _place(request, request.data)
+        return Response(
+            _with_fills(order), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(parameters=[OpenApiParameter("market", str)], responses={200: dict})
+    def delete(self, request: Request) -> Response:
+        symbol = request.query_params.get("market")
+        market = market_get(symbol=symbol) if symbol else None
+        cancelled = order_cancel_all(user=request.user, market=market)
+        return Response({"cancel_requested": cancelled})
+
+
+class OrderBatchApi(APIView):
+    permission_classes = [HasScope]
+    required_scope = "trade"
+
+    @extend_schema(request=dict, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        orders = request.data.get("orders") if isinstance(request.data, dict) else None
+        if not isinstance(orders, list) or not orders:
+            raise ValidationFailed('Send {"orders": [...]} with 1 to 50 orders.')
+        if len(orders) > MAX_BATCH:
+            raise ValidationFailed(f"At most {MAX_BATCH} orders per batch.")
+        results = []
+        for item in orders:
+            try:
+                order, created = _place(request, item)
+            except ExchangeError as error:
+                results.append(
+                    {
+                        "status": error.http_status,
+                        **error_body(error.code, error.message, error.details),
+                    }
+                )
+            except serializers.ValidationError as error:
+                results.append(
+                    {"status": 400, **error_body("invalid", "Invalid order.", error.detail)}
+                )
+            else:
+                results.append({"status": 201 if created else 200, "order": order_json(order)})
+        return Response({"results": results})
+
+
+class OrderDetailApi(APIView):
+    permission_classes = [HasScope]
+    required_scopes = {"GET": "read", "DELETE": "trade"}
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, order_id: int) -> Response:
+        return Response(_with_fills(order_get(user=request.user, order_id=order_id)))
+
+    @extend_schema(responses={200: dict})
+    def delete(self, request: Request, order_id: int) -> Response:
+        order = order_cancel(user=request.user, order_id=order_id)
+        order.refresh_from_db()
+        waiting = order_wait(order=_Waiting(order), timeout=settings.ORDER_WAIT_SECONDS)
+        return Response(order_json(waiting.order))
+
+
+class _Waiting:
+    """Adapter so ``order_wait`` waits for a cancel (status leaving the open states)."""
+
+    def __init__(self, order: Order) -> None:
+        self.order = order
+
+    @property
+    def status(self) -> str:
+        still_open = self.order.status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+        return OrderStatus.PENDING if still_open else self.order.status
+
+    def refresh_from_db(self) -> None:
+        self.order.refresh_from_db()
+
+
+class FillListApi(APIView):
+    permission_classes = [HasScope]
+    required_scope = "read"
+
+    @extend_schema(parameters=[OpenApiParameter("market", str)], responses={200: dict})
+    def get(self, request: Request) -> Response:
+        symbol = request.query_params.get("market")
+        fills = fill_list(user=request.user, market=market_get(symbol=symbol) if symbol else None)
+        paginator = IdCursor()
+        page = paginator.paginate_queryset(fills, request, view=self)
+        return paginator.get_paginated_response([fill_json(t, request.user.id) for t in page])
+
+
+class CapacityApi(APIView):
+    permission_classes = [HasScope]
+    required_scopes = {"GET": "read", "POST": "trade"}
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(capacity.listing_list_json(user=request.user))
+
+    @extend_schema(request=dict, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        data = request.data if isinstance(request.data, dict) else {}
+        body = CapacityBodySerializer(data=data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        listing = capacity.capacity_list(
+            user=request.user,
+            market=market_get(symbol=values["market"]),
+            quantity=values["quantity"],
+            available_until=values["available_until"],
+            ask_price=values.get("ask_price"),
+        )
+        return Response(capacity.listing_json(listing), status=status.HTTP_201_CREATED)
+
+
+class CapacityBodySerializer(serializers.Serializer):
+    market = serializers.CharField()
+    quantity = serializers.CharField(help_text="MTok")
+    available_until = serializers.DateTimeField()
+    ask_price = serializers.CharField(required=False, allow_null=True)
+
+
+class AllocationListApi(APIView):
+    permission_classes = [HasScope]
+    required_scope = "read"
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(capacity.allocation_list_json(user=request.user))

@@ -1,0 +1,187 @@
+"""Provider capacity listings and buyers' allocations.
+
+A listing issues its tokens to the provider's ledger account and, with an ask price, places a
+GTC sell order for them in the same call. At ``available_until`` the provider's open asks in
+that market are cancelled and the listing's unsold tokens are retired (``capacity_expire_due``,
+a Celery periodic task; it runs in two passes because cancels go through the engine runner).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+from accounts.models import Profile, User
+from exchange.errors import Forbidden, ValidationFailed
+from exchange.ledger import selectors as ledger_selectors
+from exchange.ledger import services as ledger
+from exchange.markets.models import Market
+from orders.models import OPEN_STATUSES, CapacityListing, ListingStatus, Order, Trade
+from orders.services import (
+    market_check_accepting,
+    order_cancel,
+    order_place,
+    order_request_parse,
+)
+from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price
+
+
+def _require_provider(user: User) -> None:
+    profile = Profile.objects.filter(user=user).first()
+    if profile is None or not profile.is_provider:
+        raise Forbidden("Only providers can list capacity.")
+
+
+def capacity_list(
+    *,
+    user: User,
+    market: Market,
+    quantity: str,
+    available_until: datetime,
+    ask_price: str | None = None,
+) -> CapacityListing:
+    _require_provider(user)
+    market_check_accepting(market)
+    lots = quantity_to_lots(market, quantity)
+    if available_until <= timezone.now():
+        raise ValidationFailed("available_until must be in the future.")
+    ask_request = None
+    if ask_price is not None:
+        ask_request = order_request_parse(
+            market=market, side="sell", type="limit", price=ask_price, quantity=quantity
+        )
+    with transaction.atomic(durable=True):
+        listing = CapacityListing.objects.create(
+            provider=user,
+            market=market,
+            quantity_lots=lots,
+            available_until=available_until,
+            ask_price_ticks=ask_request.price_ticks if ask_request else None,
+        )
+        ledger.capacity_issue(
+            user=user,
+            market=market,
+            tokens=lots * market.tokens_per_lot,
+            reference=f"listing:{listing.id}",
+            idempotency_key=f"listing:{listing.id}:issue",
+        )
+    if ask_request is not None:
+        order_place(user=user, request=ask_request, capacity_listing_id=listing.id)
+    return listing
+
+
+def _listing_figures(listing: CapacityListing) -> dict[str, int]:
+    orders = Order.objects.filter(capacity_listing=listing)
+    sold = orders.aggregate(total=Sum("filled_lots"))["total"] or 0
+    resting = sum(o.quantity_lots - o.filled_lots for o in orders.filter(status__in=OPEN_STATUSES))
+    retired_lots = listing.retired_tokens // listing.market.tokens_per_lot
+    unsold = max(0, listing.quantity_lots - sold - retired_lots)
+    return {"sold": sold, "resting": resting, "unsold": unsold, "retired": retired_lots}
+
+
+def listing_json(listing: CapacityListing) -> dict[str, Any]:
+    market = listing.market
+    figures = _listing_figures(listing)
+    return {
+        "id": listing.id,
+        "market": market.symbol,
+        "quantity": lots_to_quantity(market, listing.quantity_lots),
+        "tokens": listing.quantity_lots * market.tokens_per_lot,
+        "available_until": listing.available_until.isoformat(),
+        "ask_price": ticks_to_price(market, listing.ask_price_ticks),
+        "status": listing.status,
+        "sold_quantity": lots_to_quantity(market, figures["sold"]),
+        "resting_quantity": lots_to_quantity(market, figures["resting"]),
+        "unsold_quantity": lots_to_quantity(market, figures["unsold"]),
+        "retired_quantity": lots_to_quantity(market, figures["retired"]),
+        "created_at": listing.created_at.isoformat(),
+    }
+
+
+def listing_list_json(*, user: User) -> list[dict[str, Any]]:
+    listings = CapacityListing.objects.select_related("market").filter(provider=user)
+    return [listing_json(listing) for listing in listings]
+
+
+def allocation_list_json(*, user: User) -> list[dict[str, Any]]:
+    """Tokens bought per market and provider, and the provider's latest listing end."""
+    rows = (
+        Trade.objects.filter(buyer=user)
+        .values("market_id", "seller_id")
+        .annotate(lots=Sum("quantity_lots"))
+        .order_by("market_id", "seller_id")
+    )
+    markets = Market.objects.in_bulk({row["market_id"] for row in rows})
+    sellers = {
+        p.user_id: p.display_name or p.user.email
+        for p in Profile.objects.select_related("user").filter(
+            user_id__in={row["seller_id"] for row in rows}
+        )
+    }
+    result = []
+    for row in rows:
+        market = markets[row["market_id"]]
+        until = CapacityListing.objects.filter(
+            provider_id=row["seller_id"], market=market
+        ).aggregate(until=Max("available_until"))["until"]
+        balance = ledger_selectors.balance_get(user=user, asset=market.symbol)
+        result.append(
+            {
+                "market": market.symbol,
+                "provider_id": row["seller_id"],
+                "provider": sellers.get(row["seller_id"], ""),
+                "bought_quantity": lots_to_quantity(market, row["lots"]),
+                "bought_tokens": row["lots"] * market.tokens_per_lot,
+                "consumed_tokens": 0,
+                "market_balance_tokens": balance.available + balance.held,
+                "available_until": until.isoformat() if until else None,
+            }
+        )
+    return result
+
+
+def capacity_expire_due(*, now: datetime | None = None) -> int:
+    """Cancel asks of due listings (first pass), then retire unsold tokens (second pass)."""
+    moment = now or timezone.now()
+    handled = 0
+    due = CapacityListing.objects.select_related("market", "provider").filter(
+        status__in=(ListingStatus.ACTIVE, ListingStatus.EXPIRING), available_until__lte=moment
+    )
+    for listing in due:
+        open_asks = Order.objects.filter(
+            user=listing.provider, market=listing.market, side="sell", status__in=OPEN_STATUSES
+        )
+        if open_asks.exists():
+            for order_id in open_asks.values_list("id", flat=True):
+                try:
+                    order_cancel(user=listing.provider, order_id=order_id)
+                except Exception:  # noqa: S112 - it ended meanwhile; nothing to cancel
+                    continue
+            if listing.status != ListingStatus.EXPIRING:
+                listing.status = ListingStatus.EXPIRING
+                listing.save(update_fields=["status"])
+            continue
+        figures = _listing_figures(listing)
+        market = listing.market
+        available = ledger_selectors.balance_get(
+            user=listing.provider, asset=market.symbol
+        ).available
+        tokens = min(figures["unsold"] * market.tokens_per_lot, available)
+        with transaction.atomic(durable=True):
+            if tokens > 0:
+                ledger.capacity_retire(
+                    user=listing.provider,
+                    market=market,
+                    tokens=tokens,
+                    reference=f"listing:{listing.id}",
+                    idempotency_key=f"listing:{listing.id}:retire",
+                )
+            listing.retired_tokens = tokens
+            listing.status = ListingStatus.EXPIRED
+            listing.save(update_fields=["retired_tokens", "status"])
+        handled += 1
+    return handled

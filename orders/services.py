@@ -1,0 +1,319 @@
+"""Order intake and cancellation.
+
+One database transaction per order: validate, hold the funds or tokens in the ledger, record the
+order as pending and journal the command. The engine runner does the rest; see
+``exchange.runner``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from exchange.errors import (
+    DuplicateClientOrderId,
+    MarketClosed,
+    MarketHalted,
+    NoLiquidity,
+    NotFound,
+    OrderNotOpen,
+    ValidationFailed,
+)
+from exchange.ledger import services as ledger
+from exchange.markets.models import Market, MarketStatus
+from orders.models import (
+    OPEN_STATUSES,
+    CommandKind,
+    Order,
+    OrderCommand,
+    OrderStatus,
+    OrderType,
+    SelfTrade,
+    Side,
+    TimeInForce,
+)
+from orders.selectors import engine_state_get, order_get
+from orders.units import fee_units, notional_units, price_to_ticks, quantity_to_lots
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A validated order request, in the market's integer units."""
+
+    market: Market
+    side: str
+    type: str
+    price_ticks: int | None
+    quantity_lots: int
+    time_in_force: str
+    expire_time: datetime | None
+    post_only: bool
+    stp: str
+    client_order_id: str | None
+
+    def fingerprint(self) -> str:
+        body = [
+            self.market.symbol,
+            self.side,
+            self.type,
+            self.price_ticks,
+            self.quantity_lots,
+            self.time_in_force,
+            self.expire_time.isoformat() if self.expire_time else None,
+            self.post_only,
+            self.stp,
+        ]
+        return hashlib.sha256(json.dumps(body).encode()).hexdigest()
+
+
+def _choice(value: Any, allowed: tuple[str, ...], field: str, default: str | None = None) -> str:
+    if value is None and default is not None:
+        return default
+    if value not in allowed:
+        raise ValidationFailed(
+            f"{field} must be one of {', '.join(allowed)}.", details={field: "invalid_choice"}
+        )
+    return value
+
+
+def market_check_accepting(market: Market) -> None:
+    if market.status == MarketStatus.HALTED:
+        raise MarketHalted(f"Market {market.symbol} is halted: only cancels are accepted.")
+    if market.status == MarketStatus.CANCEL_ONLY:
+        raise MarketHalted(f"Market {market.symbol} is in cancel-only mode.")
+    if market.status == MarketStatus.CLOSED:
+        raise MarketClosed(f"Market {market.symbol} is closed.")
+
+
+def order_request_parse(
+    *,
+    market: Market,
+    side: Any,
+    type: Any = "limit",
+    price: Any = None,
+    quantity: Any,
+    time_in_force: Any = None,
+    expire_time: datetime | None = None,
+    post_only: Any = False,
+    stp: Any = None,
+    client_order_id: Any = None,
+) -> OrderRequest:
+    side = _choice(side, (Side.BUY, Side.SELL), "side")
+    order_type = _choice(type, (OrderType.LIMIT, OrderType.MARKET), "type")
+    if not isinstance(post_only, bool):
+        raise ValidationFailed("post_only must be true or false.", details={"post_only": "invalid"})
+    stp = _choice(stp, tuple(SelfTrade.values), "stp", default=SelfTrade.CANCEL_OLDEST)
+    lots = quantity_to_lots(market, quantity)
+    if order_type == OrderType.LIMIT:
+        if price is None:
+            raise ValidationFailed("A limit order needs a price.", details={"price": "required"})
+        ticks: int | None = price_to_ticks(market, price)
+        tif = _choice(time_in_force, tuple(TimeInForce.values), "time_in_force", default="GTC")
+    else:
+        if price is not None:
+            raise ValidationFailed(
+                "A market order takes no price.", details={"price": "not_allowed"}
+            )
+        ticks = None
+        tif = _choice(time_in_force, ("IOC", "FOK"), "time_in_force", default="IOC")
+        if post_only:
+            raise ValidationFailed("A market order cannot be post-only.")
+    if post_only and tif not in ("GTC", "GTD"):
+        raise ValidationFailed("post_only needs time_in_force GTC or GTD.")
+    if tif == TimeInForce.GTD:
+        if expire_time is None:
+            raise ValidationFailed("GTD needs expire_time.", details={"expire_time": "required"})
+        if expire_time <= timezone.now():
+            raise ValidationFailed("expire_time must be in the future.")
+    elif expire_time is not None:
+        raise ValidationFailed("expire_time is only for GTD orders.")
+    if client_order_id is not None and (
+        not isinstance(client_order_id, str) or not (1 <= len(client_order_id) <= 64)
+    ):
+        raise ValidationFailed("client_order_id must be a string of 1 to 64 characters.")
+    return OrderRequest(
+        market=market,
+        side=side,
+        type=order_type,
+        price_ticks=ticks,
+        quantity_lots=lots,
+        time_in_force=tif,
+        expire_time=expire_time,
+        post_only=post_only,
+        stp=stp,
+        client_order_id=client_order_id,
+    )
+
+
+def buy_hold_units(market: Market, ticks: int, lots: int) -> int:
+    """Quote units a buy needs at worst: notional at ``ticks`` plus the larger fee rate.
+
+    Fees are rounded up per trade, so each trade can cost up to one unit more than the fee on
+    the total; a buy makes at most one trade per lot, hence ``+ lots``. What is not used is
+    released when the order ends.
+    """
+    notional = notional_units(market, ticks, lots)
+    rate = max(market.maker_fee_rate, market.taker_fee_rate)
+    return notional + fee_units(notional, rate) + lots
+
+
+def _protection_ticks(market: Market, side: str) -> int:
+    state = engine_state_get(market=market)
+    band = market.price_band
+    if side == Side.BUY:
+        best = state.best_ask_ticks if state else None
+        if best is None:
+            raise NoLiquidity(f"No asks in {market.symbol}: a market buy cannot be priced.")
+        return best + int((Decimal(best) * band).to_integral_value(rounding="ROUND_FLOOR"))
+    best = state.best_bid_ticks if state else None
+    if best is None:
+        raise NoLiquidity(f"No bids in {market.symbol}: a market sell cannot be priced.")
+    return max(1, best - int((Decimal(best) * band).to_integral_value(rounding="ROUND_FLOOR")))
+
+
+def _existing_for_client_id(user: User, request: OrderRequest) -> Order | None:
+    if request.client_order_id is None:
+        return None
+    existing = Order.objects.filter(user=user, client_order_id=request.client_order_id).first()
+    if existing is None:
+        return None
+    if existing.request_fingerprint != request.fingerprint():
+        raise DuplicateClientOrderId(
+            f"client_order_id {request.client_order_id!r} was used for a different order.",
+            details={"order_id": existing.id},
+        )
+    return existing
+
+
+def order_place(
+    *, user: User, request: OrderRequest, capacity_listing_id: int | None = None
+) -> tuple[Order, bool]:
+    """Validate, hold and journal one order. Returns (order, created).
+
+    Re-sending the same ``client_order_id`` with the same body returns the existing order and
+    ``created=False``; with another body it raises ``DuplicateClientOrderId``.
+    """
+    existing = _existing_for_client_id(user, request)
+    if existing is not None:
+        return existing, False
+    market = request.market
+    market_check_accepting(market)
+    protection = None
+    if request.type == OrderType.MARKET:
+        protection = _protection_ticks(market, request.side)
+    engine_ticks = request.price_ticks if protection is None else protection
+    assert engine_ticks is not None
+    if request.side == Side.BUY:
+        hold_asset = market.quote_currency
+        hold_amount = buy_hold_units(market, engine_ticks, request.quantity_lots)
+    else:
+        hold_asset = market.symbol
+        hold_amount = request.quantity_lots * market.tokens_per_lot
+    try:
+        with transaction.atomic(durable=True):
+            order = Order.objects.create(
+                user=user,
+                market=market,
+                client_order_id=request.client_order_id,
+                request_fingerprint=request.fingerprint(),
+                side=request.side,
+                type=request.type,
+                price_ticks=request.price_ticks,
+                protection_ticks=protection,
+                quantity_lots=request.quantity_lots,
+                time_in_force=request.time_in_force,
+                expire_time=request.expire_time,
+                post_only=request.post_only,
+                stp=request.stp,
+                hold_asset=hold_asset,
+                hold_amount=hold_amount,
+                hold_remaining=hold_amount,
+                capacity_listing_id=capacity_listing_id,
+            )
+            ledger.hold_place(
+                user=user,
+                asset=hold_asset,
+                amount=hold_amount,
+                reference=f"order:{order.id}",
+                idempotency_key=f"order:{order.id}:hold",
+            )
+            OrderCommand.objects.create(market=market, order=order, kind=CommandKind.NEW)
+    except IntegrityError:
+        # A concurrent request with the same client_order_id won the race.
+        existing = _existing_for_client_id(user, request)
+        if existing is None:
+            raise
+        return existing, False
+    engine_notify(market=market)
+    return order, True
+
+
+def order_cancel(*, user: User, order_id: int) -> Order:
+    """Journal a cancel for one of the user's open orders (accepted while halted)."""
+    order = order_get(user=user, order_id=order_id)
+    if order.status not in OPEN_STATUSES:
+        raise OrderNotOpen(f"Order {order.id} is {order.status}: nothing to cancel.")
+    with transaction.atomic(durable=True):
+        already = OrderCommand.objects.filter(
+            order=order, kind__in=(CommandKind.CANCEL, CommandKind.EXPIRE), seq__isnull=True
+        ).exists()
+        if not already:
+            OrderCommand.objects.create(market=order.market, order=order, kind=CommandKind.CANCEL)
+    engine_notify(market=order.market)
+    return order
+
+
+def order_cancel_all(*, user: User, market: Market | None = None) -> list[int]:
+    """Journal a cancel for every open order of the user (in one market or all)."""
+    orders = Order.objects.filter(user=user, status__in=OPEN_STATUSES)
+    if market is not None:
+        orders = orders.filter(market=market)
+    pending_cancels = set(
+        OrderCommand.objects.filter(
+            order__in=orders, kind__in=(CommandKind.CANCEL, CommandKind.EXPIRE), seq__isnull=True
+        ).values_list("order_id", flat=True)
+    )
+    targets = [
+        (o.id, o.market_id) for o in orders.only("id", "market_id") if o.id not in pending_cancels
+    ]
+    with transaction.atomic(durable=True):
+        OrderCommand.objects.bulk_create(
+            [OrderCommand(market_id=m, order_id=o, kind=CommandKind.CANCEL) for o, m in targets]
+        )
+    for market_id in {m for _, m in targets}:
+        engine_notify(market=Market.objects.get(id=market_id))
+    return [o for o, _ in targets]
+
+
+def engine_notify(*, market: Market) -> None:
+    """Tell the in-process runner (if any) that the market has pending commands."""
+    from exchange.runner.embedded import notify
+
+    notify(market)
+
+
+def order_wait(*, order: Order, timeout: float) -> Order:
+    """Re-read the order until the runner has processed it or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while order.status == OrderStatus.PENDING and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        order.refresh_from_db()
+    return order
+
+
+def order_for_user(*, user: User, order_id: int) -> Order:
+    try:
+        return order_get(user=user, order_id=order_id)
+    except Order.DoesNotExist as error:  # pragma: no cover - order_get raises NotFound
+        raise NotFound("No such order.") from error

@@ -1,0 +1,80 @@
+"""The one parser from public decimals (price per MTok, quantity in MTok) to ticks and lots."""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from exchange.errors import ValidationFailed
+from exchange.markets.models import Market
+
+
+def parse_decimal(value: object, field: str) -> Decimal:
+    if isinstance(value, float | bool) or value is None:
+        raise ValidationFailed(f"{field} must be a decimal string.", details={field: "invalid"})
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as error:
+        raise ValidationFailed(
+            f"{field} must be a decimal string.", details={field: "invalid"}
+        ) from error
+    if not number.is_finite():
+        raise ValidationFailed(f"{field} must be finite.", details={field: "invalid"})
+    return number
+
+
+def price_to_ticks(market: Market, value: object) -> int:
+    price = parse_decimal(value, "price")
+    if price <= 0:
+        raise ValidationFailed("price must be positive.", details={"price": "not_positive"})
+    ticks = price / market.tick_size
+    if ticks != ticks.to_integral_value():
+        raise ValidationFailed(
+            f"price {price} is not a multiple of the tick size {market.tick_size.normalize()}.",
+            details={"price": "off_tick"},
+        )
+    return int(ticks)
+
+
+def quantity_to_lots(market: Market, value: object) -> int:
+    quantity = parse_decimal(value, "quantity")
+    if quantity <= 0:
+        raise ValidationFailed("quantity must be positive.", details={"quantity": "not_positive"})
+    lots = quantity / market.lot_size
+    if lots != lots.to_integral_value():
+        raise ValidationFailed(
+            f"quantity {quantity} MTok is not a multiple of the lot size "
+            f"{market.lot_size.normalize()} MTok.",
+            details={"quantity": "off_lot"},
+        )
+    if quantity < market.min_quantity:
+        raise ValidationFailed(
+            f"quantity {quantity} MTok is below the minimum "
+            f"{market.min_quantity.normalize()} MTok.",
+            details={"quantity": "below_minimum"},
+        )
+    if lots > 10**12:
+        raise ValidationFailed("quantity is too large.", details={"quantity": "too_large"})
+    return int(lots)
+
+
+def ticks_to_price(market: Market, ticks: int | None) -> str | None:
+    if ticks is None:
+        return None
+    return format((market.tick_size * ticks).normalize(), "f")
+
+
+def lots_to_quantity(market: Market, lots: int) -> str:
+    return format((market.lot_size * lots).normalize(), "f") if lots else "0"
+
+
+def units_to_amount(market: Market, units: int) -> str:
+    return format(Decimal(units).scaleb(-market.quote_decimals).normalize(), "f") if units else "0"
+
+
+def notional_units(market: Market, ticks: int, lots: int) -> int:
+    return ticks * lots * market.units_per_tick_lot
+
+
+def fee_units(notional: int, rate: Decimal) -> int:
+    """Fee in ledger units, rounded up: in the exchange's favour by less than one unit."""
+    return int((Decimal(notional) * rate).to_integral_value(rounding=ROUND_CEILING))
