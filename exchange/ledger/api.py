@@ -1,0 +1,168 @@
+"""The ledger API: the caller's balances, postings and CSV statement (``read`` scope)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import HasScope
+from exchange.ledger.models import AssetKind, Posting, TransactionKind
+from exchange.ledger.selectors import AssetBalance, balance_list, posting_list, statement_rows
+from exchange.ledger.units import amount_display, is_currency
+
+
+def _balance_data(balance: AssetBalance) -> dict[str, Any]:
+    asset = balance.asset
+    data: dict[str, Any] = {
+        "asset": asset,
+        "kind": balance.kind,
+        "unit": asset if balance.kind == AssetKind.CURRENCY else "MTok",
+        "available": amount_display(asset, balance.available),
+        "held": amount_display(asset, balance.held),
+        "total": amount_display(asset, balance.total),
+    }
+    if balance.kind == AssetKind.TOKEN:
+        data["tokens"] = {
+            "available": balance.available,
+            "held": balance.held,
+            "total": balance.total,
+        }
+    return data
+
+
+class BalanceListApi(APIView):
+    permission_classes = [HasScope]
+    required_scope = "read"
+
+    @extend_schema(
+        description=(
+            "Per asset: available, held and total as decimal strings — currency units for "
+            "currencies, MTok for token assets (which also give integer `tokens`)."
+        )
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"balances": [_balance_data(b) for b in balance_list(user=request.user)]})
+
+
+class PostingSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    transaction = serializers.IntegerField(source="transaction_id")
+    kind = serializers.CharField(source="transaction.kind")
+    reference = serializers.CharField(source="transaction.reference")
+    created_at = serializers.DateTimeField(source="transaction.created_at")
+    asset = serializers.CharField(source="asset_id")
+    bucket = serializers.CharField()
+    amount = serializers.SerializerMethodField()
+
+    def get_amount(self, posting: Posting) -> str:
+        return amount_display(posting.asset_id, posting.amount)
+
+
+class LedgerFilterSerializer(serializers.Serializer):
+    asset = serializers.CharField(required=False, max_length=40)
+    kind = serializers.ChoiceField(choices=TransactionKind.choices, required=False)
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class LedgerListApi(APIView):
+    permission_classes = [HasScope]
+    required_scope = "read"
+
+    @extend_schema(parameters=[LedgerFilterSerializer], responses=PostingSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        filters = LedgerFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        postings = posting_list(user=request.user, **filters.validated_data)
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(postings, request, view=self)
+        return paginator.get_paginated_response(PostingSerializer(page, many=True).data)
+
+
+class StatementQuerySerializer(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["end"] < attrs["start"]:
+            raise serializers.ValidationError("end must not be before start.")
+        return attrs
+
+
+class _Echo:
+    """A file-like object whose write returns the line (Django's streaming CSV recipe)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+STATEMENT_HEADER = [
+    "created_at",
+    "transaction",
+    "kind",
+    "reference",
+    "asset",
+    "bucket",
+    "amount",
+    "unit",
+    "posting",
+]
+
+
+class StatementCsvApi(APIView):
+    permission_classes = [HasScope]
+    required_scope = "read"
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Success is CSV streamed past the renderers; errors fall back to the JSON shape.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("start", str, description="YYYY-MM-DD, inclusive (UTC)."),
+            OpenApiParameter("end", str, description="YYYY-MM-DD, inclusive (UTC)."),
+        ],
+        responses={(200, "text/csv"): str},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        query = StatementQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        start, end = query.validated_data["start"], query.validated_data["end"]
+        rows = statement_rows(user=request.user, start=start, end=end)
+        response = StreamingHttpResponse(_csv_lines(rows), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="statement-{start}-{end}.csv"'
+        return response
+
+
+def _csv_lines(postings: Iterator[Posting]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(STATEMENT_HEADER)
+    for posting in postings:
+        asset = posting.asset_id
+        yield writer.writerow(
+            [
+                posting.transaction.created_at.isoformat(),
+                posting.transaction_id,
+                posting.transaction.kind,
+                posting.transaction.reference,
+                asset,
+                posting.bucket,
+                amount_display(asset, posting.amount),
+                asset if is_currency(asset) else "MTok",
+                posting.id,
+            ]
+        )

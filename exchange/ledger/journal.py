@@ -1,0 +1,303 @@
+"""The one place that writes ledger rows: resolve accounts, record transactions, move balances.
+
+``journal_post`` takes already-validated entries (each a balanced list of legs) and, in one
+savepoint: inserts the transactions (``ON CONFLICT (idempotency_key) DO NOTHING``, so a replay
+finds the first one and a concurrent duplicate waits for it), moves every touched balance with
+one conditional ``UPDATE`` (see ``exchange.ledger.locking``), then bulk-inserts the postings.
+On PostgreSQL each step is one statement whatever the number of entries (``unnest`` arrays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import DataError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from exchange.errors import IdempotencyConflict, ValidationFailed
+from exchange.ledger.locking import balances_move
+from exchange.ledger.models import (
+    Account,
+    Asset,
+    AssetKind,
+    Bucket,
+    LedgerTransaction,
+    Posting,
+)
+from exchange.markets.currencies import CURRENCY_DECIMALS
+from exchange.markets.models import Market
+
+# (owner id, system account code, asset code): exactly one of the first two is set.
+AccountKey = tuple[int | None, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    account: AccountKey
+    bucket: str
+    amount: int
+
+
+@dataclass(slots=True)
+class Entry:
+    kind: str
+    reference: str
+    idempotency_key: str
+    legs: list[Leg]
+    memo: str = ""
+    staff_user_id: int | None = None
+    request_hash: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        totals: dict[str, int] = defaultdict(int)
+        for leg in self.legs:
+            if leg.amount == 0 or leg.bucket not in (Bucket.AVAILABLE, Bucket.HELD):
+                raise ValueError(f"invalid leg {leg!r}")
+            if leg.account[0] is None and leg.bucket != Bucket.AVAILABLE:
+                raise ValueError(f"system accounts hold nothing: {leg!r}")
+            totals[leg.account[2]] += leg.amount
+        if len(self.legs) < 2 or any(totals.values()):
+            raise ValueError(f"unbalanced entry {self.idempotency_key!r}: {dict(totals)}")
+        # The body a replay must match: everything the entry would write but its time.
+        body = repr(
+            (
+                self.kind,
+                self.reference,
+                self.memo,
+                self.staff_user_id,
+                sorted(repr((leg.account, leg.bucket, leg.amount)) for leg in self.legs),
+            )
+        )
+        self.request_hash = hashlib.sha256(body.encode()).hexdigest()
+
+
+def user_account(user_id: int, asset: str) -> AccountKey:
+    return (user_id, "", asset)
+
+
+def system_account(system: str, asset: str) -> AccountKey:
+    return (None, system, asset)
+
+
+def assets_ensure(codes: Iterable[str]) -> None:
+    """Create the currency or market token assets named by ``codes`` that do not exist yet."""
+    wanted = set(codes)
+    missing = wanted - set(Asset.objects.filter(code__in=wanted).values_list("code", flat=True))
+    if not missing:
+        return
+    markets = {m.symbol: m for m in Market.objects.filter(symbol__in=missing)}
+    rows = []
+    for code in sorted(missing):
+        if code in CURRENCY_DECIMALS:
+            rows.append(Asset(code=code, kind=AssetKind.CURRENCY, decimals=CURRENCY_DECIMALS[code]))
+        elif code in markets:
+            rows.append(Asset(code=code, kind=AssetKind.TOKEN, decimals=0, market=markets[code]))
+        else:
+            raise ValidationFailed(f"Unknown asset {code!r}.", details={"asset": code})
+    Asset.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def accounts_resolve(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
+    """Account ids for ``keys``, creating missing accounts (and their assets) on the way."""
+    wanted = set(keys)
+    found = _accounts_find(wanted)
+    missing = wanted - found.keys()
+    if missing:
+        assets_ensure(key[2] for key in missing)
+        Account.objects.bulk_create(
+            [
+                Account(owner_id=owner, system=system, asset_id=asset)
+                for owner, system, asset in missing
+            ],
+            ignore_conflicts=True,
+        )
+        found.update(_accounts_find(missing))
+    return found
+
+
+def _accounts_find(keys: set[AccountKey]) -> dict[AccountKey, int]:
+    owners = {owner for owner, _, _ in keys if owner is not None}
+    systems = {system for owner, system, _ in keys if owner is None}
+    assets = {asset for _, _, asset in keys}
+    condition = Q(owner_id__in=owners) | Q(owner__isnull=True, system__in=systems)
+    rows = Account.objects.filter(condition, asset_id__in=assets).values_list(
+        "id", "owner_id", "system", "asset_id"
+    )
+    return {
+        key: account_id
+        for account_id, owner, system, asset in rows
+        if (key := (owner, system, asset)) in keys
+    }
+
+
+def journal_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
+    """Record ``entries``; returns one transaction per entry (the first one for a replay).
+
+    Runs in a savepoint of the caller's transaction (or its own transaction): the outermost
+    ``atomic`` owns durability. Raises ``InsufficientFunds`` or ``IdempotencyConflict`` with
+    nothing written.
+    """
+    try:
+        with transaction.atomic():
+            return _post(entries)
+    except DataError as error:
+        # A balance would leave the range of bigint (PostgreSQL raises on overflow).
+        raise ValidationFailed("Amount out of range for the ledger.") from error
+
+
+def _post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
+    now = timezone.now()
+    accounts = accounts_resolve(leg.account for entry in entries for leg in entry.legs)
+    created, replayed = _transactions_insert(entries, now)
+    created_unposted = dict(created)
+
+    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    user_accounts: set[int] = set()
+    posting_rows: list[tuple[int, int, str, str, int]] = []
+    for entry in entries:
+        # pop: an entry repeated inside the batch is a replay of its first occurrence.
+        transaction_id = created_unposted.pop(entry.idempotency_key, None)
+        if transaction_id is None:
+            continue
+        for leg in entry.legs:
+            account_id = accounts[leg.account]
+            if leg.account[0] is not None:
+                user_accounts.add(account_id)
+            deltas[account_id][leg.bucket == Bucket.HELD] += leg.amount
+            posting_rows.append(
+                (transaction_id, account_id, leg.account[2], leg.bucket, leg.amount)
+            )
+    if deltas:
+        balances_move(deltas)
+        _postings_insert(posting_rows)
+
+    result = []
+    for entry in entries:
+        existing = replayed.get(entry.idempotency_key)
+        if existing is not None:
+            result.append(existing)
+            continue
+        result.append(
+            LedgerTransaction(
+                id=created[entry.idempotency_key],
+                kind=entry.kind,
+                reference=entry.reference,
+                idempotency_key=entry.idempotency_key,
+                request_hash=entry.request_hash,
+                memo=entry.memo,
+                staff_user_id=entry.staff_user_id,
+                created_at=now,
+            )
+        )
+    return result
+
+
+def _transactions_insert(
+    entries: Sequence[Entry], now: datetime
+) -> tuple[dict[str, int], dict[str, LedgerTransaction]]:
+    """Insert new transactions. Returns (key → new id, key → earlier transaction of a replay)."""
+    unique: dict[str, Entry] = {}
+    for entry in entries:
+        first = unique.setdefault(entry.idempotency_key, entry)
+        if first.request_hash != entry.request_hash:
+            raise IdempotencyConflict(entry.idempotency_key)
+    batch = list(unique.values())
+    if connection.vendor == "postgresql":
+        created = _transactions_insert_postgresql(batch, now)
+    else:
+        created = _transactions_insert_generic(batch, now)
+
+    replayed: dict[str, LedgerTransaction] = {}
+    replay_keys = [key for key in unique if key not in created]
+    if replay_keys:
+        for earlier in LedgerTransaction.objects.filter(idempotency_key__in=replay_keys):
+            if earlier.request_hash != unique[earlier.idempotency_key].request_hash:
+                raise IdempotencyConflict(earlier.idempotency_key)
+            replayed[earlier.idempotency_key] = earlier
+    # Entries repeated inside this batch are replays of their first occurrence.
+    return created, replayed
+
+
+_TRANSACTION_COLUMNS = "kind, reference, idempotency_key, request_hash, memo, staff_user_id"
+
+
+def _transactions_insert_postgresql(batch: list[Entry], now: datetime) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO ledger_transaction ({_TRANSACTION_COLUMNS}, created_at)
+            SELECT *, %s FROM unnest(
+                %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[]
+            )
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING idempotency_key, id
+            """,  # noqa: S608 -- constant column list, values are parameters
+            [
+                now,
+                [entry.kind for entry in batch],
+                [entry.reference for entry in batch],
+                [entry.idempotency_key for entry in batch],
+                [entry.request_hash for entry in batch],
+                [entry.memo for entry in batch],
+                [entry.staff_user_id for entry in batch],
+            ],
+        )
+        return dict(cursor.fetchall())
+
+
+def _transactions_insert_generic(batch: list[Entry], now: datetime) -> dict[str, int]:
+    created = {}
+    with connection.cursor() as cursor:
+        for entry in batch:
+            cursor.execute(
+                f"""
+                INSERT INTO ledger_transaction ({_TRANSACTION_COLUMNS}, created_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING id
+                """,  # noqa: S608 -- constant column list, values are parameters
+                [
+                    entry.kind,
+                    entry.reference,
+                    entry.idempotency_key,
+                    entry.request_hash,
+                    entry.memo,
+                    entry.staff_user_id,
+                    now,
+                ],
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                created[entry.idempotency_key] = row[0]
+    return created
+
+
+def _postings_insert(rows: list[tuple[int, int, str, str, int]]) -> None:
+    if connection.vendor != "postgresql":
+        Posting.objects.bulk_create(
+            [
+                Posting(
+                    transaction_id=transaction_id,
+                    account_id=account_id,
+                    asset_id=asset,
+                    bucket=bucket,
+                    amount=amount,
+                )
+                for transaction_id, account_id, asset, bucket, amount in rows
+            ]
+        )
+        return
+    # COPY: the fastest way in, and the triggers and constraints still apply to every row.
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(
+            "COPY ledger_posting (transaction_id, account_id, asset_id, bucket, amount) FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)

@@ -1,0 +1,109 @@
+"""Moving cached balances: the only code that locks ledger balance rows.
+
+Lock order (global, so concurrent movers never deadlock): user accounts by id, then system
+accounts by id. System accounts (fee revenue, Stripe clearing) are the hottest rows, so they are
+taken last.
+
+One conditional ``UPDATE`` moves every balance: a user row is only changed when it stays
+non-negative (``WHERE available + delta >= 0``), never read-then-written. If any row is
+refused, ``InsufficientFunds`` is raised and the caller's savepoint undoes the other rows.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from exchange.errors import InsufficientFunds, ValidationFailed
+from exchange.ledger.models import Account
+from exchange.ledger.units import BIGINT_MAX, amount_display, is_currency
+
+# PostgreSQL: lock in the global order (the MATERIALIZED CTE with ORDER BY … FOR UPDATE takes
+# the row locks one by one in that order), then update every row in the same statement.
+_MOVE_POSTGRESQL = """
+WITH delta AS MATERIALIZED (
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS d(id, available, held)
+), locked AS MATERIALIZED (
+    SELECT account.id FROM ledger_account account
+     WHERE account.id = ANY(%s::bigint[])
+     ORDER BY account.owner_id IS NULL, account.id
+       FOR UPDATE
+)
+UPDATE ledger_account account
+   SET available = account.available + delta.available, held = account.held + delta.held
+  FROM delta JOIN locked ON locked.id = delta.id
+ WHERE account.id = delta.id
+   AND (account.owner_id IS NULL
+        OR (account.available + delta.available >= 0 AND account.held + delta.held >= 0))
+RETURNING account.id
+"""
+
+# Elsewhere (SQLite serialises writers anyway): one conditional UPDATE per row, in lock order.
+# The range check matters on SQLite, whose integer overflow silently turns into a float.
+_MOVE_ONE = """
+UPDATE ledger_account
+   SET available = available + %s, held = held + %s
+ WHERE id = %s
+   AND (owner_id IS NULL OR (available + %s >= 0 AND held + %s >= 0))
+   AND available + %s BETWEEN -%s AND %s
+   AND held + %s BETWEEN -%s AND %s
+"""
+
+
+def balances_move(deltas: dict[int, list[int]]) -> None:
+    """Add ``deltas`` (account id → [available, held]) to the cached balances.
+
+    Must run inside a transaction (a savepoint the caller rolls back on error).
+    """
+    ids = sorted(deltas)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MOVE_POSTGRESQL,
+                [ids, [deltas[i][0] for i in ids], [deltas[i][1] for i in ids], ids],
+            )
+            moved = {row[0] for row in cursor.fetchall()}
+        if len(moved) != len(ids):
+            _refuse(deltas, [i for i in ids if i not in moved])
+        return
+
+    order = dict(Account.objects.filter(id__in=ids).values_list("id", "owner_id"))
+    ids.sort(key=lambda i: (order.get(i) is None, i))
+    with connection.cursor() as cursor:
+        for account_id in ids:
+            available, held = deltas[account_id]
+            cursor.execute(
+                _MOVE_ONE,
+                [
+                    *(available, held, account_id, available, held),
+                    *(available, BIGINT_MAX, BIGINT_MAX, held, BIGINT_MAX, BIGINT_MAX),
+                ],
+            )
+            if cursor.rowcount != 1:
+                _refuse(deltas, [account_id])
+
+
+def _human(asset: str, amount: int) -> str:
+    return amount_display(asset, amount) if is_currency(asset) else f"{amount} tokens"
+
+
+def _refuse(deltas: dict[int, list[int]], refused: list[int]) -> None:
+    account = Account.objects.get(id=refused[0])
+    available, held = deltas[account.id]
+    new_available, new_held = account.available + available, account.held + held
+    if max(abs(new_available), abs(new_held)) > BIGINT_MAX:
+        raise ValidationFailed("Amount out of range for the ledger.")
+    bucket, balance, change = (
+        ("available", account.available, available)
+        if new_available < 0
+        else ("held", account.held, held)
+    )
+    asset = account.asset_id
+    raise InsufficientFunds(
+        f"Insufficient {bucket} {asset}: {_human(asset, balance)} < {_human(asset, -change)}.",
+        details={
+            "asset": asset,
+            "bucket": bucket,
+            "balance": amount_display(asset, balance),
+            "required": amount_display(asset, -change),
+        },
+    )

@@ -1,0 +1,191 @@
+"""Ledger rows: assets, accounts (with their cached balances), transactions and postings.
+
+Sign convention: a posting's ``amount`` is signed and never zero; positive adds to the account's
+bucket, negative takes from it. Every transaction's postings sum to zero per asset. An account's
+``available`` and ``held`` columns are a cache of the sum of its postings per bucket, updated in
+the same database transaction as the postings (``ledger_audit`` recomputes them).
+
+The database enforces the invariants too (see migrations 0002): postings and transactions are
+append-only, each transaction balances per asset (a deferred constraint trigger), a posting's
+asset is its account's asset (a composite foreign key), and user balances are never negative.
+Rows are written only by ``exchange.ledger.services``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class AssetKind(models.TextChoices):
+    CURRENCY = "currency", "Currency"
+    TOKEN = "token", "Token"
+
+
+class Asset(models.Model):
+    """A currency (ledger unit 10**-decimals) or a market's token asset (unit: one token)."""
+
+    code = models.CharField(max_length=40, primary_key=True)
+    kind = models.CharField(max_length=8, choices=AssetKind.choices)
+    decimals = models.PositiveSmallIntegerField(
+        help_text="Ledger unit = 10**-decimals of the display unit (currencies); 0 for tokens."
+    )
+    market = models.OneToOneField(
+        "markets.Market", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Bucket(models.TextChoices):
+    AVAILABLE = "available", "Available"
+    HELD = "held", "Held"
+
+
+class SystemAccount(models.TextChoices):
+    """Accounts for the outside world. Their balances may be negative (they mirror users')."""
+
+    STRIPE_CLEARING = "stripe_clearing", "Stripe clearing"
+    CAPACITY_ISSUANCE = "capacity_issuance", "Capacity issuance"
+    FEE_REVENUE = "fee_revenue", "Fee revenue"
+    PAYOUTS_IN_FLIGHT = "payouts_in_flight", "Payouts in flight"
+    ADJUSTMENTS = "adjustments", "Adjustments"
+
+
+class Account(models.Model):
+    """One owner's (or one system account's) holding of one asset, with its cached balance."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="ledger_accounts",
+    )
+    system = models.CharField(max_length=20, choices=SystemAccount.choices, blank=True)
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="accounts")
+    available = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(owner__isnull=False) & Q(system=""))
+                | (Q(owner__isnull=True) & ~Q(system="")),
+                name="ledger_account_owner_xor_system",
+            ),
+            # No user balance ever goes negative; system accounts hold nothing on hold.
+            models.CheckConstraint(
+                condition=Q(owner__isnull=True) | Q(available__gte=0, held__gte=0),
+                name="ledger_account_user_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(owner__isnull=False) | Q(held=0),
+                name="ledger_account_system_holds_nothing",
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "asset"],
+                condition=Q(owner__isnull=False),
+                name="ledger_account_one_per_owner_asset",
+            ),
+            models.UniqueConstraint(
+                fields=["system", "asset"],
+                condition=Q(owner__isnull=True),
+                name="ledger_account_one_per_system_asset",
+            ),
+            # Target of the postings' composite foreign key (account_id, asset_id).
+            models.UniqueConstraint(fields=["id", "asset"], name="ledger_account_id_asset"),
+        ]
+
+    def __str__(self) -> str:
+        holder = self.system or f"user {self.owner_id}"
+        return f"{holder} {self.asset_id}"
+
+    @property
+    def is_system(self) -> bool:
+        return self.owner_id is None
+
+
+class TransactionKind(models.TextChoices):
+    DEPOSIT = "deposit", "Deposit"
+    WITHDRAWAL_HOLD = "withdrawal_hold", "Withdrawal requested (hold)"
+    WITHDRAWAL_COMPLETE = "withdrawal_complete", "Withdrawal paid out"
+    WITHDRAWAL_FAIL = "withdrawal_fail", "Withdrawal failed (released)"
+    HOLD = "hold", "Hold"
+    RELEASE = "release", "Release"
+    TRADE = "trade", "Trade settlement (with fees)"
+    CAPACITY_ISSUE = "capacity_issue", "Capacity issued"
+    CAPACITY_RETIRE = "capacity_retire", "Capacity retired"
+    ADJUSTMENT = "adjustment", "Staff adjustment"
+
+
+class LedgerTransaction(models.Model):
+    """An immutable group of postings that sums to zero per asset."""
+
+    kind = models.CharField(max_length=20, choices=TransactionKind.choices)
+    reference = models.CharField(
+        max_length=120, help_text="What caused it: order:…, trade:…, stripe:evt_…, staff:…"
+    )
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    request_hash = models.CharField(
+        max_length=64, help_text="SHA-256 of the request; a replay with another body conflicts."
+    )
+    memo = models.TextField(blank=True, help_text="The reason of a staff adjustment.")
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "ledger_transaction"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.reference}"
+
+
+class Posting(models.Model):
+    """One leg of a transaction: a signed, non-zero amount on one bucket of one account."""
+
+    transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="postings"
+    )
+    # Both are checked by one composite foreign key (account_id, asset_id) → account (migration
+    # 0002): the asset is denormalised from the account so that the database can check that
+    # every leg is in its account's asset. Single-column constraints would only add work to the
+    # hot insert path.
+    account = models.ForeignKey(
+        Account,
+        on_delete=models.PROTECT,
+        related_name="postings",
+        db_constraint=False,
+        db_index=False,  # the (account, -id) index below serves
+    )
+    asset = models.ForeignKey(
+        Asset, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
+    bucket = models.CharField(max_length=9, choices=Bucket.choices)
+    amount = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["account", "-id"], name="ledger_posting_account_id")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="ledger_posting_amount_nonzero"),
+            models.CheckConstraint(
+                condition=Q(bucket__in=["available", "held"]), name="ledger_posting_bucket_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount:+d} {self.asset_id} {self.bucket} @ account {self.account_id}"

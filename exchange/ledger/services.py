@@ -1,0 +1,431 @@
+"""Ledger operations: the only API through which the rest of the code moves value.
+
+Amounts are ``int`` in ledger units: 1e-8 of a currency (``CURRENCY_DECIMALS``), whole tokens
+for a market's token asset (asset code = ``market.symbol``).
+
+Every operation runs in ``transaction.atomic()``: its own transaction when called alone, a
+savepoint inside a caller's transaction (the engine runner settles a batch and releases holds in
+one transaction); the outermost caller owns durability. Refusals (``InsufficientFunds``,
+``ValidationFailed``, ``IdempotencyConflict``) leave nothing written. Each idempotency key
+names one transaction: the same key with the same request returns the first transaction and
+changes nothing; with a different request it raises ``IdempotencyConflict``.
+
+Accounts and buckets: each (user, asset) account has an ``available`` and a ``held`` bucket;
+holds move available → held. System accounts (``SystemAccount``) stand for the outside world.
+
+Rounding: fees are ``ceil(notional × rate)`` in ledger units, i.e. in the exchange's favour by
+less than one ledger unit.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from django.db import transaction
+
+from exchange.errors import ValidationFailed
+from exchange.ledger.journal import (
+    Entry,
+    Leg,
+    assets_ensure,
+    journal_post,
+    system_account,
+    user_account,
+)
+from exchange.ledger.models import (
+    Asset,
+    Bucket,
+    LedgerTransaction,
+    SystemAccount,
+    TransactionKind,
+)
+from exchange.ledger.units import MAX_AMOUNT, is_currency
+from exchange.markets.models import Market
+
+AVAILABLE, HELD = Bucket.AVAILABLE.value, Bucket.HELD.value
+MAX_FEE_RATE = Decimal("0.1")
+
+
+class Settlement(NamedTuple):
+    transaction: LedgerTransaction
+    buyer_fee: int
+    seller_fee: int
+
+
+class SettlementRequest(NamedTuple):
+    """The arguments of ``trade_settle``, for ``trade_settle_many``."""
+
+    market: Market
+    buyer: Any
+    seller: Any
+    tokens: int
+    notional: int
+    buyer_fee_rate: Decimal
+    seller_fee_rate: Decimal
+    reference: str
+    idempotency_key: str
+
+
+class HoldRequest(NamedTuple):
+    """The arguments of ``hold_release``, for ``hold_release_many``."""
+
+    user: Any
+    asset: str
+    amount: int
+    reference: str
+    idempotency_key: str
+
+
+# --- validation ---------------------------------------------------------------------------------
+def _positive(amount: Any, name: str = "amount") -> int:
+    if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
+        raise ValidationFailed(
+            f"{name} must be an integer of ledger units between 1 and {MAX_AMOUNT}.",
+            details={name: repr(amount)},
+        )
+    return amount
+
+
+def _text(value: Any, name: str, max_length: int) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise ValidationFailed(
+            f"{name} must be a non-blank string of at most {max_length} characters.",
+            details={name: repr(value)[:200]},
+        )
+    return value
+
+
+def _entry(
+    *, kind: str, reference: str, idempotency_key: str, legs: list[Leg], **extra: Any
+) -> Entry:
+    return Entry(
+        kind=kind,
+        reference=_text(reference, "reference", 120),
+        idempotency_key=_text(idempotency_key, "idempotency_key", 200),
+        legs=legs,
+        **extra,
+    )
+
+
+def _currency(currency: Any) -> str:
+    if not isinstance(currency, str) or not is_currency(currency):
+        raise ValidationFailed(f"Unknown currency {currency!r}.", details={"currency": currency})
+    return currency
+
+
+def _asset(asset: Any) -> str:
+    return _text(asset, "asset", 40)
+
+
+def _fee_rate(rate: Any, name: str) -> Decimal:
+    if not isinstance(rate, Decimal) or not rate.is_finite() or not 0 <= rate < MAX_FEE_RATE:
+        raise ValidationFailed(
+            f"{name} must be a Decimal in [0, {MAX_FEE_RATE}).", details={name: repr(rate)}
+        )
+    return rate
+
+
+def fee_for(*, notional: int, rate: Decimal) -> int:
+    """``ceil(notional × rate)``, exact: the exchange's favour, by less than one ledger unit."""
+    numerator, denominator = rate.as_integer_ratio()
+    return -((-notional * numerator) // denominator)
+
+
+def token_asset_for(market: Market) -> Asset:
+    """The market's token asset (code ``market.symbol``, counted in whole tokens)."""
+    assets_ensure([market.symbol])
+    return Asset.objects.get(code=market.symbol)
+
+
+def _move(user_id: int, asset: str, source: str, target: str, amount: int) -> list[Leg]:
+    account = user_account(user_id, asset)
+    return [Leg(account, source, -amount), Leg(account, target, amount)]
+
+
+def _between(debit: tuple[Any, ...], credit: tuple[Any, ...], amount: int) -> list[Leg]:
+    """Legs taking ``amount`` from (account, bucket) ``debit`` to ``credit``."""
+    return [Leg(debit[0], debit[1], -amount), Leg(credit[0], credit[1], amount)]
+
+
+def _one(entry: Entry) -> LedgerTransaction:
+    return journal_post([entry])[0]
+
+
+# --- holds --------------------------------------------------------------------------------------
+def hold_place(
+    *, user: Any, asset: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """Reserve ``amount`` of the user's available ``asset`` (available → held)."""
+    legs = _move(user.pk, _asset(asset), AVAILABLE, HELD, _positive(amount))
+    return _one(
+        _entry(
+            kind=TransactionKind.HOLD,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+def _release_entry(request: HoldRequest) -> Entry:
+    legs = _move(request.user.pk, _asset(request.asset), HELD, AVAILABLE, _positive(request.amount))
+    return _entry(
+        kind=TransactionKind.RELEASE,
+        reference=request.reference,
+        idempotency_key=request.idempotency_key,
+        legs=legs,
+    )
+
+
+def hold_release(
+    *, user: Any, asset: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """Give back ``amount`` of a hold (held → available); refused if less is held."""
+    return _one(_release_entry(HoldRequest(user, asset, amount, reference, idempotency_key)))
+
+
+def hold_release_many(*, releases: list[HoldRequest]) -> list[LedgerTransaction]:
+    """Several releases in one savepoint, with bulk statements (the engine runner's batch)."""
+    if not releases:
+        return []
+    return journal_post([_release_entry(request) for request in releases])
+
+
+# --- trades -------------------------------------------------------------------------------------
+def _settlement_entry(request: SettlementRequest) -> tuple[Entry, int, int]:
+    market = request.market
+    quote, token = market.quote_currency, market.symbol
+    notional = _positive(request.notional, "notional")
+    tokens = _positive(request.tokens, "tokens")
+    buyer_fee = fee_for(notional=notional, rate=_fee_rate(request.buyer_fee_rate, "buyer_fee_rate"))
+    seller_fee = fee_for(
+        notional=notional, rate=_fee_rate(request.seller_fee_rate, "seller_fee_rate")
+    )
+    buyer, seller = request.buyer.pk, request.seller.pk
+    # Five legs, netted per account (fees are in the same transaction, and in the result):
+    # the buyer's held quote pays notional + buyer fee; the seller gets notional − seller fee
+    # (< 10% of it, so the proceeds always cover it); fee revenue gets both fees; the seller's
+    # held tokens go to the buyer's available.
+    legs = [
+        Leg(user_account(buyer, quote), HELD, -(notional + buyer_fee)),
+        Leg(user_account(seller, quote), AVAILABLE, notional - seller_fee),
+        Leg(user_account(seller, token), HELD, -tokens),
+        Leg(user_account(buyer, token), AVAILABLE, tokens),
+    ]
+    if buyer_fee + seller_fee:
+        legs.append(
+            Leg(system_account(SystemAccount.FEE_REVENUE, quote), AVAILABLE, buyer_fee + seller_fee)
+        )
+    entry = _entry(
+        kind=TransactionKind.TRADE,
+        reference=request.reference,
+        idempotency_key=request.idempotency_key,
+        legs=legs,
+    )
+    return entry, buyer_fee, seller_fee
+
+
+def trade_settle(
+    *,
+    market: Market,
+    buyer: Any,
+    seller: Any,
+    tokens: int,
+    notional: int,
+    buyer_fee_rate: Decimal,
+    seller_fee_rate: Decimal,
+    reference: str,
+    idempotency_key: str,
+) -> Settlement:
+    """Settle one trade from the buyer's held quote and the seller's held tokens.
+
+    The buyer pays ``notional + ceil(notional × buyer_fee_rate)`` from held quote; the seller
+    receives ``notional − ceil(notional × seller_fee_rate)`` as available quote; the tokens
+    move from the seller's held to the buyer's available; both fees go to fee revenue.
+    """
+    request = SettlementRequest(
+        market,
+        buyer,
+        seller,
+        tokens,
+        notional,
+        buyer_fee_rate,
+        seller_fee_rate,
+        reference,
+        idempotency_key,
+    )
+    entry, buyer_fee, seller_fee = _settlement_entry(request)
+    return Settlement(_one(entry), buyer_fee, seller_fee)
+
+
+def trade_settle_many(*, settlements: list[SettlementRequest]) -> list[Settlement]:
+    """Settle a batch of trades with a handful of bulk statements (the engine runner's path).
+
+    Must be called inside the caller's ``transaction.atomic()``; runs in a savepoint of it and
+    locks every balance row it touches once, in the global lock order. All or nothing.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError(
+            "trade_settle_many must run inside the caller's transaction.atomic()."
+        )
+    if not settlements:
+        return []
+    built = [_settlement_entry(request) for request in settlements]
+    posted = journal_post([entry for entry, _, _ in built])
+    return [
+        Settlement(ledger_transaction, buyer_fee, seller_fee)
+        for ledger_transaction, (_, buyer_fee, seller_fee) in zip(posted, built, strict=True)
+    ]
+
+
+# --- money in and out ---------------------------------------------------------------------------
+def deposit_credit(
+    *, user: Any, currency: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """Money received (Stripe clearing → the user's available balance)."""
+    currency = _currency(currency)
+    legs = _between(
+        (system_account(SystemAccount.STRIPE_CLEARING, currency), AVAILABLE),
+        (user_account(user.pk, currency), AVAILABLE),
+        _positive(amount),
+    )
+    return _one(
+        _entry(
+            kind=TransactionKind.DEPOSIT,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+def withdrawal_hold(
+    *, user: Any, currency: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """First phase of a withdrawal: reserve the money (available → held)."""
+    legs = _move(user.pk, _currency(currency), AVAILABLE, HELD, _positive(amount))
+    return _one(
+        _entry(
+            kind=TransactionKind.WITHDRAWAL_HOLD,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+def withdrawal_complete(
+    *, user: Any, currency: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """The payout was sent: the held money leaves (held → payouts in flight)."""
+    currency = _currency(currency)
+    legs = _between(
+        (user_account(user.pk, currency), HELD),
+        (system_account(SystemAccount.PAYOUTS_IN_FLIGHT, currency), AVAILABLE),
+        _positive(amount),
+    )
+    return _one(
+        _entry(
+            kind=TransactionKind.WITHDRAWAL_COMPLETE,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+def withdrawal_fail(
+    *, user: Any, currency: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """The payout failed: the money is the user's again (held → available)."""
+    legs = _move(user.pk, _currency(currency), HELD, AVAILABLE, _positive(amount))
+    return _one(
+        _entry(
+            kind=TransactionKind.WITHDRAWAL_FAIL,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+# --- capacity -----------------------------------------------------------------------------------
+def capacity_issue(
+    *, user: Any, market: Market, tokens: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """A provider lists capacity: capacity issuance → the provider's available tokens."""
+    legs = _between(
+        (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
+        (user_account(user.pk, market.symbol), AVAILABLE),
+        _positive(tokens, "tokens"),
+    )
+    return _one(
+        _entry(
+            kind=TransactionKind.CAPACITY_ISSUE,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+def capacity_retire(
+    *, user: Any, market: Market, tokens: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """Unsold capacity expires: the provider's available tokens → capacity issuance."""
+    legs = _between(
+        (user_account(user.pk, market.symbol), AVAILABLE),
+        (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
+        _positive(tokens, "tokens"),
+    )
+    return _one(
+        _entry(
+            kind=TransactionKind.CAPACITY_RETIRE,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+        )
+    )
+
+
+# --- staff --------------------------------------------------------------------------------------
+def adjustment_post(
+    *,
+    user: Any,
+    asset: str,
+    amount: int,
+    reason: str,
+    staff_user: Any,
+    idempotency_key: str,
+) -> LedgerTransaction:
+    """A staff correction of the user's available balance (signed ``amount``) with a reason.
+
+    ``staff_user`` is the staff member responsible (``None`` only from the command line, where
+    the operator's reason must say who they are).
+    """
+    if type(amount) is not int or amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise ValidationFailed(
+            f"amount must be a non-zero integer of ledger units, at most {MAX_AMOUNT} in size.",
+            details={"amount": repr(amount)},
+        )
+    reason = _text(reason, "reason", 2000).strip()
+    if staff_user is not None and not staff_user.is_staff:
+        raise ValidationFailed("Only staff may post adjustments.")
+    asset = _asset(asset)
+    legs = _between(
+        (system_account(SystemAccount.ADJUSTMENTS, asset), AVAILABLE),
+        (user_account(user.pk, asset), AVAILABLE),
+        amount,
+    )
+    reference = f"staff:{staff_user.pk}" if staff_user is not None else "staff:command-line"
+    return _one(
+        _entry(
+            kind=TransactionKind.ADJUSTMENT,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
+            memo=reason,
+            staff_user_id=staff_user.pk if staff_user is not None else None,
+        )
+    )
