@@ -8,8 +8,8 @@ Usage::
 Every non-blank input line is one command ``{"op": "new"|"cancel"|"snapshot", ...}``; a line
 that is not a JSON object of a known shape is rejected ``invalid`` and the run goes on. Blank
 lines are skipped. Input is parsed with orjson when it is importable, falling back to the
-standard library for anything orjson refuses (for example integers beyond 64 bits), so the output
-never depends on whether orjson is installed.
+standard library for anything orjson refuses or reads differently (integers beyond 64 bits, which
+orjson turns into floats), so the output never depends on whether orjson is installed.
 """
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ def _make_loads() -> Callable[[bytes], Any]:
 
     def loads(line: bytes) -> Any:
         try:
-            return orjson_loads(line)
+            command = orjson_loads(line)
         except decode_error:
             return _stdlib_loads(line)
+        # orjson turns integers beyond 64 bits into floats where the stdlib keeps them exact.
+        if command.__class__ is dict:
+            for value in command.values():
+                if value.__class__ is float:
+                    return _stdlib_loads(line)
+        return command
 
     return loads
 
