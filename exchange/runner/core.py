@@ -14,13 +14,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.engine import Book
 from exchange.ledger import services as ledger
 from exchange.marketdata.publisher import publish_batch
 from exchange.markets.models import Market
+from exchange.runner.sql import rows_update
 from orders.models import (
     CommandKind,
     MarketEngineState,
@@ -291,24 +292,59 @@ class MarketRunner:
             order.updated_at = now
             if order.hold_remaining < 0:
                 raise RuntimeError(f"order {order.id} spent more than it held")
-        Order.objects.bulk_update(
-            list(effects.touched.values()),
-            [
-                "status",
-                "filled_lots",
-                "cost",
-                "fee",
-                "hold_remaining",
-                "cancel_reason",
-                "engine_seq",
-                "updated_at",
-            ],
-        )
+        touched = list(effects.touched.values())
         new_orders = [c.order_id for c in commands if c.kind == CommandKind.NEW]
         untouched_new = [i for i in new_orders if i not in effects.touched]
         if untouched_new:  # pragma: no cover - every new order ends with an event
             raise RuntimeError(f"orders without an outcome: {untouched_new}")
-        OrderCommand.objects.bulk_update(commands, ["seq", "processed_at"])
+        if connection.vendor == "postgresql":
+            rows_update(
+                Order,
+                [
+                    ("status", "varchar"),
+                    ("filled_lots", "bigint"),
+                    ("cost", "bigint"),
+                    ("fee", "bigint"),
+                    ("hold_remaining", "bigint"),
+                    ("cancel_reason", "varchar"),
+                    ("engine_seq", "bigint"),
+                    ("updated_at", "timestamptz"),
+                ],
+                [
+                    (
+                        o.id,
+                        o.status,
+                        o.filled_lots,
+                        o.cost,
+                        o.fee,
+                        o.hold_remaining,
+                        o.cancel_reason,
+                        o.engine_seq,
+                        o.updated_at,
+                    )
+                    for o in touched
+                ],
+            )
+            rows_update(
+                OrderCommand,
+                [("seq", "bigint"), ("processed_at", "timestamptz")],
+                [(c.id, c.seq, c.processed_at) for c in commands],
+            )
+        else:
+            Order.objects.bulk_update(
+                touched,
+                [
+                    "status",
+                    "filled_lots",
+                    "cost",
+                    "fee",
+                    "hold_remaining",
+                    "cancel_reason",
+                    "engine_seq",
+                    "updated_at",
+                ],
+            )
+            OrderCommand.objects.bulk_update(commands, ["seq", "processed_at"])
         best_bid, best_ask = self.book.best_bid(), self.book.best_ask()
         state.seq = seq
         state.best_bid_ticks = best_bid[0] if best_bid else None
