@@ -6,53 +6,118 @@ commands in id order, gives each the next journal ``seq``, applies it to the in-
 settlements and releases, command seqs, the market's engine state — in ONE transaction. If
 anything fails, the transaction rolls back and the in-memory book is thrown away and rebuilt
 from the database, so a crash at any point loses nothing and duplicates nothing.
+
+The hot path works on plain rows (``OrderRow``), not model instances, and writes with a few
+set-based statements: the runner's durable throughput is what bounds the exchange.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from exchange.engine import Book
 from exchange.ledger import services as ledger
 from exchange.marketdata.publisher import publish_batch
 from exchange.markets.models import Market
-from exchange.runner.sql import rows_update
+from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
     CommandKind,
     MarketEngineState,
     Order,
     OrderCommand,
     OrderStatus,
-    Side,
     Trade,
 )
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 2000
 RESTING = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+NEW, CANCEL, EXPIRE = CommandKind.NEW.value, CommandKind.CANCEL.value, CommandKind.EXPIRE.value
+PENDING, OPEN, PARTIAL = "pending", "open", "partially_filled"
+FILLED, CANCELLED, REJECTED = "filled", "cancelled", "rejected"
 
 
-def engine_price(order: Order) -> int:
+def engine_price(order: Any) -> int:
     return order.protection_ticks if order.protection_ticks is not None else order.price_ticks
 
 
-def engine_tif(order: Order) -> str:
+def engine_tif(order: Any) -> str:
     return "GTC" if order.time_in_force == "GTD" else order.time_in_force
+
+
+class UserRef(NamedTuple):
+    """What the ledger needs of a user: the primary key."""
+
+    pk: int
+
+
+ORDER_FIELDS = (
+    "id",
+    "user_id",
+    "side",
+    "price_ticks",
+    "protection_ticks",
+    "quantity_lots",
+    "filled_lots",
+    "time_in_force",
+    "post_only",
+    "stp",
+    "status",
+    "hold_asset",
+    "hold_remaining",
+    "cost",
+    "fee",
+    "cancel_reason",
+    "engine_seq",
+)
+
+
+class OrderRow:
+    """An order's fields the runner reads and writes."""
+
+    __slots__ = (*ORDER_FIELDS, "updated_at")
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        for name, value in zip(ORDER_FIELDS, values, strict=True):
+            setattr(self, name, value)
+
+    @property
+    def user(self) -> UserRef:
+        return UserRef(self.user_id)
+
+
+def orders_load(ids: set[int]) -> dict[int, OrderRow]:
+    rows = Order.objects.filter(id__in=ids).values_list(*ORDER_FIELDS)
+    return {row[0]: OrderRow(row) for row in rows}
+
+
+class TradeRow(NamedTuple):
+    seq: int
+    match_index: int
+    taker_id: int
+    maker_id: int
+    buyer_id: int
+    seller_id: int
+    taker_side: str
+    price_ticks: int
+    quantity_lots: int
+    notional: int
 
 
 @dataclass
 class BatchEffects:
-    trades: list[Trade] = field(default_factory=list)
+    trades: list[TradeRow] = field(default_factory=list)
+    fees: list[tuple[int, int]] = field(default_factory=list)
     settlements: list[Any] = field(default_factory=list)
-    touched: dict[int, Order] = field(default_factory=dict)
-    closed: list[Order] = field(default_factory=list)
-    market_events: list[list[Any]] = field(default_factory=list)
+    touched: dict[int, OrderRow] = field(default_factory=dict)
+    closed: list[OrderRow] = field(default_factory=list)
 
 
 class MarketRunner:
@@ -71,18 +136,19 @@ class MarketRunner:
         resting = (
             Order.objects.filter(market=self.market, status__in=RESTING)
             .order_by("engine_seq")
-            .values_list(
-                "id", "user_id", "side", "price_ticks", "quantity_lots", "filled_lots", "stp"
-            )
+            .values_list("id", "user_id", "side", "price_ticks", "quantity_lots", "filled_lots")
         )
-        for order_id, user_id, side, price, quantity, filled, stp in resting:
-            events = book.new(
-                order_id, str(user_id), side, "limit", price, quantity - filled, "GTC", False, stp
-            )
+        for (
+            order_id,
+            user_id,
+            side,
+            price,
+            quantity,
+            filled,
+        ) in resting:
+            events = book.new(order_id, str(user_id), side, "limit", price, quantity - filled)
             if events[-1][0] != "rest":  # the committed book was crossed: never expected
-                raise RuntimeError(
-                    f"rebuild of {self.market.symbol} did not rest order {order_id}: {events}"
-                )
+                raise RuntimeError(f"rebuilding {self.market.symbol}: {order_id} did not rest")
         book.drain_changed()
         self.book = book
         self.seq = state.seq
@@ -103,31 +169,28 @@ class MarketRunner:
                 state = MarketEngineState.objects.create(market=self.market)
             if self.book is None or state.seq != self.seq:
                 self.rebuild()
-            assert self.book is not None
+            book = self.book
+            assert book is not None
             commands = list(
-                OrderCommand.objects.filter(market=self.market, seq__isnull=True).order_by("id")[
-                    :limit
-                ]
+                OrderCommand.objects.filter(market=self.market, seq__isnull=True)
+                .order_by("id")
+                .values_list("id", "order_id", "kind")[:limit]
             )
             if not commands:
                 return 0
-            order_ids = {c.order_id for c in commands}
-            orders = Order.objects.select_related("user").in_bulk(order_ids)
-            effects = BatchEffects()
+            orders = orders_load({order_id for _, order_id, _ in commands})
             now = timezone.now()
-            book = self.book
             seq = state.seq
-            applied: list[tuple[OrderCommand, list[Any]]] = []
-            for command in commands:
+            applied: list[tuple[int, str, list[Any]]] = []
+            new = book.new
+            for _, order_id, kind in commands:
                 seq += 1
-                command.seq = seq
-                command.processed_at = now
-                order = orders[command.order_id]
-                if command.kind == CommandKind.NEW:
-                    if order.status != OrderStatus.PENDING:
+                order = orders[order_id]
+                if kind == NEW:
+                    if order.status != PENDING:
                         raise RuntimeError(f"order {order.id} is {order.status}, not pending")
                     order.engine_seq = seq
-                    events = book.new(
+                    events = new(
                         order.id,
                         str(order.user_id),
                         order.side,
@@ -139,20 +202,21 @@ class MarketRunner:
                         order.stp,
                     )
                 else:
-                    events = book.cancel(order.id)
-                applied.append((command, events))
+                    events = book.cancel(order_id)
+                applied.append((seq, kind, events))
             # makers traded or cancelled (self-trade prevention) are not among the commands
-            maker_ids = {
+            others = {
                 event[2] if event[0] == "trade" else event[1]
-                for _, events in applied
+                for _, _, events in applied
                 for event in events
-                if event[0] in ("trade", "cancel", "filled")
+                if event[0] != "rest" and event[0] != "reject"
             } - orders.keys()
-            if maker_ids:
-                orders.update(Order.objects.select_related("user").in_bulk(maker_ids))
-            for command, events in applied:
-                self._apply_events(command, events, orders, effects)
-            self._write(effects, state, seq, commands)
+            if others:
+                orders.update(orders_load(others))
+            effects = BatchEffects()
+            for command_seq, kind, events in applied:
+                self._apply_events(command_seq, kind, events, orders, effects)
+            self._write(effects, state, seq, commands, now)
             self.seq = seq
             changed_bids, changed_asks = book.drain_changed()
             message = self._market_message(effects, changed_bids, changed_asks, seq)
@@ -167,111 +231,148 @@ class MarketRunner:
 
     def _apply_events(
         self,
-        command: OrderCommand,
+        command_seq: int,
+        kind: str,
         events: list[Any],
-        orders: dict[int, Order],
+        orders: dict[int, OrderRow],
         effects: BatchEffects,
     ) -> None:
         market = self.market
+        per_tick_lot = market.units_per_tick_lot
+        tokens_per_lot = market.tokens_per_lot
+        taker_rate, maker_rate = market.taker_fee_rate, market.maker_fee_rate
+        touched = effects.touched
         match_index = 0
         for event in events:
-            kind = event[0]
-            if kind == "trade":
+            name = event[0]
+            if name == "trade":
                 _, taker_id, maker_id, price, lots, taker_side = event
                 taker, maker = orders[taker_id], orders[maker_id]
-                buy, sell = (taker, maker) if taker_side == Side.BUY else (maker, taker)
-                notional = price * lots * market.units_per_tick_lot
-                buyer_rate = market.taker_fee_rate if buy is taker else market.maker_fee_rate
-                seller_rate = market.taker_fee_rate if sell is taker else market.maker_fee_rate
-                trade = Trade(
-                    market=market,
-                    seq=command.seq,
-                    match_index=match_index,
-                    taker_order=taker,
-                    maker_order=maker,
-                    buyer_id=buy.user_id,
-                    seller_id=sell.user_id,
-                    taker_side=taker_side,
-                    price_ticks=price,
-                    quantity_lots=lots,
-                    notional=notional,
-                    buyer_fee=0,
-                    seller_fee=0,
-                    created_at=command.processed_at,
+                buy, sell = (taker, maker) if taker_side == "buy" else (maker, taker)
+                notional = price * lots * per_tick_lot
+                reference = f"trade:{market.id}:{command_seq}:{match_index}"
+                effects.trades.append(
+                    TradeRow(
+                        command_seq,
+                        match_index,
+                        taker_id,
+                        maker_id,
+                        buy.user_id,
+                        sell.user_id,
+                        taker_side,
+                        price,
+                        lots,
+                        notional,
+                    )
                 )
-                match_index += 1
-                effects.trades.append(trade)
                 effects.settlements.append(
                     ledger.SettlementRequest(
                         market=market,
                         buyer=buy.user,
                         seller=sell.user,
-                        tokens=lots * market.tokens_per_lot,
+                        tokens=lots * tokens_per_lot,
                         notional=notional,
-                        buyer_fee_rate=buyer_rate,
-                        seller_fee_rate=seller_rate,
-                        reference=f"trade:{market.id}:{command.seq}:{trade.match_index}",
-                        idempotency_key=f"trade:{market.id}:{command.seq}:{trade.match_index}",
+                        buyer_fee_rate=taker_rate if buy is taker else maker_rate,
+                        seller_fee_rate=taker_rate if sell is taker else maker_rate,
+                        reference=reference,
+                        idempotency_key=reference,
                     )
                 )
+                match_index += 1
                 for order in (taker, maker):
                     order.filled_lots += lots
                     order.cost += notional
-                    effects.touched[order.id] = order
-                    if order.status in (OrderStatus.OPEN, OrderStatus.PENDING):
-                        order.status = OrderStatus.PARTIALLY_FILLED
-                # tokens leave the seller's hold now; the buyer's quote is settled below
-                sell.hold_remaining -= lots * market.tokens_per_lot
-            elif kind == "filled":
+                    touched[order.id] = order
+                    if order.status == OPEN or order.status == PENDING:
+                        order.status = PARTIAL
+                sell.hold_remaining -= lots * tokens_per_lot
+            elif name == "filled":
                 order = orders[event[1]]
-                order.status = OrderStatus.FILLED
-                effects.touched[order.id] = order
+                order.status = FILLED
+                touched[order.id] = order
                 effects.closed.append(order)
-            elif kind == "rest":
+            elif name == "rest":
                 order = orders[event[1]]
-                order.status = (
-                    OrderStatus.PARTIALLY_FILLED if order.filled_lots else OrderStatus.OPEN
-                )
-                effects.touched[order.id] = order
-            elif kind == "cancel":
+                order.status = PARTIAL if order.filled_lots else OPEN
+                touched[order.id] = order
+            elif name == "cancel":
                 order = orders[event[1]]
                 reason = event[3]
-                if reason == "user" and command.kind == CommandKind.EXPIRE:
+                if reason == "user" and kind == EXPIRE:
                     reason = "expired"
-                order.status = OrderStatus.CANCELLED
+                order.status = CANCELLED
                 order.cancel_reason = reason
-                effects.touched[order.id] = order
+                touched[order.id] = order
                 effects.closed.append(order)
-            elif kind == "reject":
-                order = orders.get(event[1]) if event[1] is not None else None
-                if command.kind == CommandKind.NEW and order is not None:
-                    order.status = OrderStatus.REJECTED
-                    order.cancel_reason = event[2]
-                    effects.touched[order.id] = order
-                    effects.closed.append(order)
-                # a cancel of an order that already ended is a no-op
+            elif name == "reject" and kind == NEW and event[1] in orders:
+                # only a duplicate id could get here: the database makes ids unique
+                order = orders[event[1]]
+                order.status = REJECTED
+                order.cancel_reason = event[2]
+                touched[order.id] = order
+                effects.closed.append(order)
+            # a cancel of an order that already ended is rejected by the engine: a no-op
 
     def _write(
         self,
         effects: BatchEffects,
         state: MarketEngineState,
         seq: int,
-        commands: list[OrderCommand],
+        commands: list[tuple[int, int, str]],
+        now: datetime,
     ) -> None:
         market = self.market
+        trades = effects.trades
+        touched = effects.touched
         if effects.settlements:
             results = ledger.trade_settle_many(settlements=effects.settlements)
-            for trade, result in zip(effects.trades, results, strict=True):
-                trade.buyer_fee = result.buyer_fee
-                trade.seller_fee = result.seller_fee
-                buy = trade.taker_order if trade.taker_side == Side.BUY else trade.maker_order
-                sell = trade.maker_order if trade.taker_side == Side.BUY else trade.taker_order
-                buy = effects.touched[buy.id]
-                sell = effects.touched[sell.id]
+            for trade, result in zip(trades, results, strict=True):
+                effects.fees.append((result.buyer_fee, result.seller_fee))
+                if trade.taker_side == "buy":
+                    buy, sell = touched[trade.taker_id], touched[trade.maker_id]
+                else:
+                    buy, sell = touched[trade.maker_id], touched[trade.taker_id]
                 buy.hold_remaining -= trade.notional + result.buyer_fee
                 buy.fee += result.buyer_fee
                 sell.fee += result.seller_fee
-            Trade.objects.bulk_create(effects.trades)
+            rows_insert(
+                Trade,
+                [
+                    ("market_id", "bigint"),
+                    ("seq", "bigint"),
+                    ("match_index", "integer"),
+                    ("taker_order_id", "bigint"),
+                    ("maker_order_id", "bigint"),
+                    ("buyer_id", "bigint"),
+                    ("seller_id", "bigint"),
+                    ("taker_side", "varchar"),
+                    ("price_ticks", "bigint"),
+                    ("quantity_lots", "bigint"),
+                    ("notional", "bigint"),
+                    ("buyer_fee", "bigint"),
+                    ("seller_fee", "bigint"),
+                    ("created_at", "timestamptz"),
+                ],
+                [
+                    (
+                        market.id,
+                        t.seq,
+                        t.match_index,
+                        t.taker_id,
+                        t.maker_id,
+                        t.buyer_id,
+                        t.seller_id,
+                        t.taker_side,
+                        t.price_ticks,
+                        t.quantity_lots,
+                        t.notional,
+                        buyer_fee,
+                        seller_fee,
+                        now,
+                    )
+                    for t, (buyer_fee, seller_fee) in zip(trades, effects.fees, strict=True)
+                ],
+            )
         releases = []
         for order in effects.closed:
             if order.hold_remaining > 0:
@@ -287,72 +388,52 @@ class MarketRunner:
                 order.hold_remaining = 0
         if releases:
             ledger.hold_release_many(releases=releases)
-        now = timezone.now()
-        for order in effects.touched.values():
-            order.updated_at = now
+        for order in touched.values():
             if order.hold_remaining < 0:
                 raise RuntimeError(f"order {order.id} spent more than it held")
-        touched = list(effects.touched.values())
-        new_orders = [c.order_id for c in commands if c.kind == CommandKind.NEW]
-        untouched_new = [i for i in new_orders if i not in effects.touched]
-        if untouched_new:  # pragma: no cover - every new order ends with an event
-            raise RuntimeError(f"orders without an outcome: {untouched_new}")
-        if connection.vendor == "postgresql":
-            rows_update(
-                Order,
-                [
-                    ("status", "varchar"),
-                    ("filled_lots", "bigint"),
-                    ("cost", "bigint"),
-                    ("fee", "bigint"),
-                    ("hold_remaining", "bigint"),
-                    ("cancel_reason", "varchar"),
-                    ("engine_seq", "bigint"),
-                    ("updated_at", "timestamptz"),
-                ],
-                [
-                    (
-                        o.id,
-                        o.status,
-                        o.filled_lots,
-                        o.cost,
-                        o.fee,
-                        o.hold_remaining,
-                        o.cancel_reason,
-                        o.engine_seq,
-                        o.updated_at,
-                    )
-                    for o in touched
-                ],
-            )
-            rows_update(
-                OrderCommand,
-                [("seq", "bigint"), ("processed_at", "timestamptz")],
-                [(c.id, c.seq, c.processed_at) for c in commands],
-            )
-        else:
-            Order.objects.bulk_update(
-                touched,
-                [
-                    "status",
-                    "filled_lots",
-                    "cost",
-                    "fee",
-                    "hold_remaining",
-                    "cancel_reason",
-                    "engine_seq",
-                    "updated_at",
-                ],
-            )
-            OrderCommand.objects.bulk_update(commands, ["seq", "processed_at"])
+        undecided = [i for _, i, kind in commands if kind == NEW and i not in touched]
+        if undecided:  # pragma: no cover - every new order ends with an event
+            raise RuntimeError(f"orders without an outcome: {undecided}")
+        rows_update(
+            Order,
+            [
+                ("status", "varchar"),
+                ("filled_lots", "bigint"),
+                ("cost", "bigint"),
+                ("fee", "bigint"),
+                ("hold_remaining", "bigint"),
+                ("cancel_reason", "varchar"),
+                ("engine_seq", "bigint"),
+                ("updated_at", "timestamptz"),
+            ],
+            [
+                (
+                    o.id,
+                    o.status,
+                    o.filled_lots,
+                    o.cost,
+                    o.fee,
+                    o.hold_remaining,
+                    o.cancel_reason,
+                    o.engine_seq,
+                    now,
+                )
+                for o in touched.values()
+            ],
+        )
+        first_seq = state.seq + 1
+        rows_update(
+            OrderCommand,
+            [("seq", "bigint"), ("processed_at", "timestamptz")],
+            [(command_id, first_seq + i, now) for i, (command_id, _, _) in enumerate(commands)],
+        )
         best_bid, best_ask = self.book.best_bid(), self.book.best_ask()
         state.seq = seq
         state.best_bid_ticks = best_bid[0] if best_bid else None
         state.best_ask_ticks = best_ask[0] if best_ask else None
-        if effects.trades:
-            state.last_trade_ticks = effects.trades[-1].price_ticks
+        if trades:
+            state.last_trade_ticks = trades[-1].price_ticks
         state.save()
-        del market
 
     def _market_message(
         self, effects: BatchEffects, bids: set[int], asks: set[int], seq: int

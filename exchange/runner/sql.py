@@ -1,8 +1,10 @@
-"""Fast multi-row UPDATE for the runner's batch writes (PostgreSQL).
+"""Set-based writes for the runner's batches.
 
 Django's ``bulk_update`` builds one ``CASE WHEN`` per field and row, which costs more than the
-matching itself. Here one ``UPDATE … FROM unnest(arrays)`` does the same work with one array
-parameter per column, so the statement stays small whatever the batch size.
+matching itself. On PostgreSQL one ``UPDATE … FROM unnest(arrays)`` (and ``INSERT … SELECT
+FROM unnest``) does the same work with one array parameter per column, so the statement stays
+small whatever the batch size. Other databases (SQLite in ``make run``) use plain
+``executemany``. Table and column names come from models and our own code, never from input.
 """
 
 from __future__ import annotations
@@ -17,21 +19,42 @@ from django.db.models import Model
 def rows_update(
     model: type[Model], columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Set ``columns`` (name, PostgreSQL type) of each row; ``rows`` are (id, *values).
-
-    Table and column names come from the model and our own code, never from input.
-    """
+    """Set ``columns`` (name, PostgreSQL type) of each row; ``rows`` are (id, *values)."""
     if not rows:
         return
     quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
     names = [name for name, _ in columns]
-    arrays = ", ".join(["%s::bigint[]"] + [f"%s::{sql_type}[]" for _, sql_type in columns])
-    assignments = ", ".join(f"{quote(name)} = v.{quote(name)}" for name in names)
-    aliases = ", ".join(quote(name) for name in names)
-    sql = (
-        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "  # noqa: S608
-        f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
-    )
-    params = [list(column) for column in zip(*rows, strict=True)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if connection.vendor != "postgresql":
+            assignments = ", ".join(f"{quote(name)} = %s" for name in names)
+            sql = f"UPDATE {table} SET {assignments} WHERE id = %s"  # noqa: S608
+            cursor.executemany(sql, [(*row[1:], row[0]) for row in rows])
+            return
+        arrays = ", ".join(["%s::bigint[]"] + [f"%s::{sql_type}[]" for _, sql_type in columns])
+        assignments = ", ".join(f"{quote(name)} = v.{quote(name)}" for name in names)
+        aliases = ", ".join(quote(name) for name in names)
+        sql = (
+            f"UPDATE {table} AS t SET {assignments} "  # noqa: S608
+            f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
+        )
+        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+
+
+def rows_insert(
+    model: type[Model], columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert ``rows`` (values in the order of ``columns``)."""
+    if not rows:
+        return
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(name) for name, _ in columns)
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+            return
+        arrays = ", ".join(f"%s::{sql_type}[]" for _, sql_type in columns)
+        sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608
+        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])

@@ -32,6 +32,7 @@ from django.db import connection
 from accounts.models import User
 from accounts.services import api_key_create, user_create
 from exchange.ledger import services as ledger
+from exchange.ledger.selectors import balance_get
 from exchange.markets.models import Market
 from exchange.markets.services import DEMO_MARKETS, market_create
 from exchange.runner.core import MarketRunner
@@ -58,14 +59,16 @@ def bench_users(count: int, market: Market) -> list[User]:
             email=email, password=None, role="both"
         )
         stamp = time.time_ns()
-        ledger.deposit_credit(
-            user=user, currency="CNY", amount=10**9 * 10**8, reference="bench",
-            idempotency_key=f"bench-cny-{number}-{stamp}",
-        )
-        ledger.capacity_issue(
-            user=user, market=market, tokens=10**12, reference="bench",
-            idempotency_key=f"bench-tok-{number}-{stamp}",
-        )
+        if balance_get(user=user, asset="CNY").available < 10**6 * 10**8:
+            ledger.deposit_credit(
+                user=user, currency="CNY", amount=10**7 * 10**8, reference="bench",
+                idempotency_key=f"bench-cny-{number}-{stamp}",
+            )
+        if balance_get(user=user, asset=market.symbol).available < 10**11:
+            ledger.capacity_issue(
+                user=user, market=market, tokens=10**12, reference="bench",
+                idempotency_key=f"bench-tok-{number}-{stamp}",
+            )
         users.append(user)
     return users
 
