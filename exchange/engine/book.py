@@ -158,40 +158,40 @@ class Book:
             or post_only.__class__ is not bool
         ):
             return [("reject", id, "invalid")]
-        if stp == CANCEL_OLDEST:
+        if stp == "cancel_oldest":
             stp_code = _OLDEST
-        elif stp == CANCEL_NEWEST:
+        elif stp == "cancel_newest":
             stp_code = _NEWEST
-        elif stp == CANCEL_BOTH:
+        elif stp == "cancel_both":
             stp_code = _BOTH
         else:
             return [("reject", id, "invalid")]
-        if side == BUY:
+        if side == "buy":
             opposite = self._asks
             own = self._bids
-        elif side == SELL:
+        elif side == "sell":
             opposite = self._bids
             own = self._asks
         else:
             return [("reject", id, "invalid")]
-        if type == LIMIT:
+        if type == "limit":
             if price.__class__ is not int or price <= 0:
                 return [("reject", id, "invalid")]
-            if tif is None or tif == GTC:
+            if tif is None or tif == "GTC":
                 tif_code = _GTC
-            elif tif == IOC and not post_only:
+            elif tif == "IOC" and not post_only:
                 tif_code = _IOC
-            elif tif == FOK and not post_only:
+            elif tif == "FOK" and not post_only:
                 tif_code = _FOK
             else:
                 return [("reject", id, "invalid")]
             bound = opposite.sign * price
-        elif type == MARKET:
+        elif type == "market":
             if post_only:
                 return [("reject", id, "invalid")]
-            if tif is None or tif == IOC:
+            if tif is None or tif == "IOC":
                 tif_code = _IOC
-            elif tif == FOK:
+            elif tif == "FOK":
                 tif_code = _FOK
             else:
                 return [("reject", id, "invalid")]
@@ -210,7 +210,7 @@ class Book:
                 return [("cancel", id, qty, "post_only")]
             if tif_code == _FOK and not self._fillable(opposite, account, qty, bound, stp_code):
                 return [("cancel", id, qty, "fok")]
-            events: list[Event] = []
+            events: list[Event] | None = []
             remaining = self._match(id, account, qty, bound, opposite, own.name, stp_code, events)
             if remaining <= 0:
                 if not remaining:
@@ -220,12 +220,27 @@ class Book:
             return [("cancel", id, qty, "fok")]
         else:
             remaining = qty
-            events = []
+            events = None
         if tif_code == _GTC:
+            # Inlined _Side.add: resting is the most common outcome.
             order = [remaining, id, account, price, own]
             self._orders[id] = order
-            own.add(order)
+            key = -bound  # own.sign * price, as own.sign == -opposite.sign
+            levels = own.levels
+            level = levels.get(key)
+            if level is None:
+                levels[key] = [remaining, 1, deque((order,)), price]
+                insort(own.keys, key)
+            else:
+                level[0] += remaining
+                level[1] += 1
+                level[2].append(order)
+            own.changed.add(price)
+            if events is None:
+                return [("rest", id, price, remaining)]
             events.append(("rest", id, price, remaining))
+        elif events is None:
+            return [("cancel", id, remaining, "ioc")]
         else:
             events.append(("cancel", id, remaining, "ioc"))
         return events
