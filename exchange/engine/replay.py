@@ -48,10 +48,15 @@ def _make_loads() -> Callable[[bytes], Any]:
         except decode_error:
             return _stdlib_loads(line)
         # orjson turns integers beyond 64 bits into floats where the stdlib keeps them exact.
+        # Only these three fields can be valid ints; a float anywhere else is invalid either way.
         if command.__class__ is dict:
-            for value in command.values():
-                if value.__class__ is float:
-                    return _stdlib_loads(line)
+            get = command.get
+            if (
+                get("id").__class__ is float
+                or get("qty").__class__ is float
+                or get("price").__class__ is float
+            ):
+                return _stdlib_loads(line)
         return command
 
     return loads

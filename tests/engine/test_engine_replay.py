@@ -266,3 +266,31 @@ def test_ten_thousand_rejected_commands_leave_the_state_unchanged():
         assert events[0][0] == "reject", command
 
     assert book.state_hash() == before
+
+
+EDGE_LINES = [
+    b'{"op":"new","id":1,"account":"a","side":"buy","type":"limit","price":5,'
+    b'"qty":18446744073709551616}',
+    b'{"op":"new","id":2,"account":"a","side":"sell","type":"limit",'
+    b'"price":99999999999999999999999,"qty":1}',
+    b'{"op":"new","id":3,"account":"a","side":"buy","type":"market","price":1e400,"qty":1}',
+    b'{"op":"cancel","id":-18446744073709551616}',
+    b'{"op":"cancel","id":NaN}',
+    b'{"op":"new","id":4,"account":"\\ud800","side":"buy","type":"limit","price":1,"qty":1}',
+    b'{"op":"snapshot","id":18446744073709551617}',
+    b"18446744073709551616",
+    b'{"op":"snapshot"}',
+]
+
+
+def test_edge_lines_replay_the_same_with_and_without_orjson(monkeypatch):
+    with_orjson = "".join(replay.replay_lines(EDGE_LINES))
+    monkeypatch.setattr(replay, "_make_loads", lambda: replay._stdlib_loads)
+
+    without_orjson = "".join(replay.replay_lines(EDGE_LINES))
+
+    assert with_orjson == without_orjson
+    assert (
+        with_orjson.splitlines()[0] == '{"ev":"rest","id":1,"price":5,"qty":18446744073709551616}'
+    )
+    assert with_orjson.count("reject") == 3
