@@ -293,4 +293,4 @@ def test_edge_lines_replay_the_same_with_and_without_orjson(monkeypatch):
     assert (
         with_orjson.splitlines()[0] == '{"ev":"rest","id":1,"price":5,"qty":18446744073709551616}'
     )
-    assert with_orjson.count("reject") == 3
+    assert with_orjson.count("reject") == 4
