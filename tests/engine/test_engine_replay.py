@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from exchange.engine import Book, SnapshotError, apply_all, event_json, replay, snapshot
+from exchange.engine import Book, SnapshotError, apply_all, bench, event_json, replay, snapshot
 from exchange.engine.bench import GOLDEN_COMMANDS, GOLDEN_EVENTS, golden_lines
 from exchange.engine.streams import generate
 
@@ -294,3 +294,23 @@ def test_edge_lines_replay_the_same_with_and_without_orjson(monkeypatch):
         with_orjson.splitlines()[0] == '{"ev":"rest","id":1,"price":5,"qty":18446744073709551616}'
     )
     assert with_orjson.count("reject") == 4
+
+
+# -- the benchmark script --------------------------------------------------------------------
+
+
+def test_bench_runs_and_reports_every_figure(capsys):
+    bench.main(["--count", "3000", "--seed", "2"])
+
+    report = capsys.readouterr().out
+    for figure in ("direct new/cancel", "apply(dict)", "p99.9", "trades", "tracemalloc", "RSS"):
+        assert figure in report
+
+
+def test_bench_golden_mode_rewrites_the_committed_fixture(tmp_path):
+    bench.main(["--golden", str(tmp_path)])
+
+    # Compare contents, not gzip bytes, which may differ between zlib builds.
+    for name in (GOLDEN_EVENTS, GOLDEN_COMMANDS):
+        written = gzip.decompress((tmp_path / name).read_bytes())
+        assert written == gzip.decompress((FIXTURES / name).read_bytes())
