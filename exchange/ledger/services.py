@@ -205,8 +205,8 @@ def _settlement_entry(request: SettlementRequest) -> tuple[Entry, int, int]:
     buyer, seller = request.buyer.pk, request.seller.pk
     # Five legs, netted per account (fees are in the same transaction, and in the result):
     # the buyer's held quote pays notional + buyer fee; the seller gets notional − seller fee
-    # (< 10% of it, so the proceeds always cover it); fee revenue gets both fees; the seller's
-    # held tokens go to the buyer's available.
+    # (never negative: ceil(notional × rate) ≤ notional for rate < 10%); fee revenue gets both
+    # fees; the seller's held tokens go to the buyer's available.
     legs = [
         Leg(user_account(buyer, quote), HELD, -(notional + buyer_fee)),
         Leg(user_account(seller, quote), AVAILABLE, notional - seller_fee),
@@ -217,6 +217,8 @@ def _settlement_entry(request: SettlementRequest) -> tuple[Entry, int, int]:
         legs.append(
             Leg(system_account(SystemAccount.FEE_REVENUE, quote), AVAILABLE, buyer_fee + seller_fee)
         )
+    if seller_fee == notional:  # a one-unit notional whose fee rounds up to all of it
+        del legs[1]
     entry = _entry(
         kind=TransactionKind.TRADE,
         reference=request.reference,
@@ -427,5 +429,36 @@ def adjustment_post(
             legs=legs,
             memo=reason,
             staff_user_id=staff_user.pk if staff_user is not None else None,
+        )
+    )
+
+
+# --- funding: deposit reversals (appended for accounts.funding) --------------------------------
+def deposit_reverse(
+    *, user: Any, currency: str, amount: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """Take back (part of) a deposit refunded or disputed at Stripe: the user's available →
+    Stripe clearing, the mirror of ``deposit_credit``; refused (``InsufficientFunds``) if the
+    user has less available. A negative ``amount`` gives it back (a dispute won).
+
+    Kind ``deposit`` until the ledger has a kind of its own for reversals.
+    """
+    currency = _currency(currency)
+    if type(amount) is not int or amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise ValidationFailed(
+            f"amount must be a non-zero integer of ledger units, at most {MAX_AMOUNT} in size.",
+            details={"amount": repr(amount)},
+        )
+    legs = _between(
+        (user_account(user.pk, currency), AVAILABLE),
+        (system_account(SystemAccount.STRIPE_CLEARING, currency), AVAILABLE),
+        amount,
+    )
+    return _one(
+        _entry(
+            kind=TransactionKind.DEPOSIT,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            legs=legs,
         )
     )
