@@ -82,3 +82,29 @@ class IdempotencyConflict(Conflict):
             f"Idempotency key {key!r} was already used for a different request.",
             details={"idempotency_key": key},
         )
+
+
+# --- funding (Stripe) ---------------------------------------------------------------------------
+class FundingDisabled(ExchangeError):
+    """Stripe is not configured: deposits and withdrawals are off (staff use ledger_adjust)."""
+
+    code = "funding_disabled"
+    http_status = 503
+
+
+class PaymentProviderError(ExchangeError):
+    """Stripe refused or could not be reached; nothing was charged or paid."""
+
+    code = "payment_provider_error"
+    http_status = 502
+
+
+class WithdrawalLimitExceeded(ExchangeError):
+    code = "withdrawal_limit_exceeded"
+    http_status = 422
+
+
+class PayoutAccountNotReady(Conflict):
+    """The provider has no connected Stripe account that can receive transfers yet."""
+
+    code = "payout_account_not_ready"

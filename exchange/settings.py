@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "accounts",
     "exchange.markets",
     "exchange.ledger",
+    "exchange.marketdata",
     "orders",
 ]
 
@@ -237,3 +238,32 @@ ENGINE_RUNNER = env.str("ENGINE_RUNNER", default="embedded")
 if ENGINE_RUNNER not in ("embedded", "external", "inline"):
     raise ImproperlyConfigured("ENGINE_RUNNER must be embedded, external or inline.")
 ORDER_WAIT_SECONDS = env.float("ORDER_WAIT_SECONDS", default=2.0)
+
+# --- Funding (Stripe deposits, payouts, reconciliation) ---------------------------------------
+# Amounts are in currency units (e.g. "5000" CNY), the same for every currency.
+FUNDING_DEPOSIT_MIN = env.str("FUNDING_DEPOSIT_MIN", default="1")
+FUNDING_DEPOSIT_MAX = env.str("FUNDING_DEPOSIT_MAX", default="100000")
+FUNDING_WITHDRAWAL_MIN = env.str("FUNDING_WITHDRAWAL_MIN", default="1")
+FUNDING_WITHDRAWAL_MAX = env.str("FUNDING_WITHDRAWAL_MAX", default="50000")
+FUNDING_WITHDRAWAL_DAILY_MAX = env.str("FUNDING_WITHDRAWAL_DAILY_MAX", default="100000")
+# Webhook signatures: the stripe library rejects timestamps older than the tolerance; we also
+# reject those further in the future than it (a clock-skewed or forged header).
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+STRIPE_WEBHOOK_MAX_BODY_BYTES = env.int("STRIPE_WEBHOOK_MAX_BODY_BYTES", default=262144)
+# Outgoing calls: the library never retries by itself (we retry with the same Idempotency-Key).
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
+STRIPE_CONNECT_COUNTRY = env.str("STRIPE_CONNECT_COUNTRY", default="")
+STRIPE_RECONCILE_INTERVAL_SECONDS = env.float("STRIPE_RECONCILE_INTERVAL_SECONDS", default=3600.0)
+STRIPE_RECONCILE_WINDOW_HOURS = env.int("STRIPE_RECONCILE_WINDOW_HOURS", default=48)
+CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {
+    # Compares credited deposits and paid withdrawals with Stripe's balance transactions and
+    # re-sends payouts stuck in processing; any difference is logged at ERROR level.
+    "task": "accounts.funding.tasks.stripe_reconcile_task",
+    "schedule": STRIPE_RECONCILE_INTERVAL_SECONDS,
+}
+
+# --- Websocket feed -----------------------------------------------------------------------------
+WS_HEARTBEAT_SECONDS = env.float("WS_HEARTBEAT_SECONDS", default=5.0)
+WS_TICKER_INTERVAL = env.float("WS_TICKER_INTERVAL", default=0.25)
+WS_RATE_PER_SECOND = env.float("WS_RATE_PER_SECOND", default=20.0)
+WS_RATE_BURST = env.int("WS_RATE_BURST", default=40)

@@ -1,0 +1,171 @@
+"""Funding API: ``/api/v1/deposits``, ``/api/v1/withdrawals``, ``/api/v1/payout-account``.
+
+Amounts are decimal strings in currency units (whole minor units: "12.34"). Without Stripe
+keys every write answers 503 ``funding_disabled``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import HasScope
+from accounts.funding import services
+from accounts.funding.models import Deposit, Withdrawal
+from accounts.funding.selectors import connected_account_get, deposit_list, withdrawal_list
+from exchange.ledger.units import amount_display
+from exchange.markets.currencies import currency_choices
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class FundingRequestSerializer(serializers.Serializer):
+    currency = serializers.ChoiceField(choices=currency_choices())
+    amount = serializers.RegexField(r"^\d{1,12}(\.\d{1,2})?$", help_text='e.g. "100.50"')
+
+
+class DepositSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    currency = serializers.CharField()
+    amount = serializers.SerializerMethodField()
+    checkout_url = serializers.CharField()
+    ledger_transaction = serializers.IntegerField(source="credit_transaction_id", allow_null=True)
+    refunded = serializers.SerializerMethodField()
+    reversed = serializers.SerializerMethodField()
+    failure_reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    credited_at = serializers.DateTimeField(allow_null=True)
+
+    def get_amount(self, deposit: Deposit) -> str:
+        return amount_display(deposit.currency, deposit.amount)
+
+    def get_refunded(self, deposit: Deposit) -> str:
+        return amount_display(deposit.currency, deposit.reversal_due)
+
+    def get_reversed(self, deposit: Deposit) -> str:
+        return amount_display(deposit.currency, deposit.reversed_amount)
+
+
+class WithdrawalSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    currency = serializers.CharField()
+    amount = serializers.SerializerMethodField()
+    hold_transaction = serializers.IntegerField(source="hold_transaction_id", allow_null=True)
+    ledger_transaction = serializers.IntegerField(source="final_transaction_id", allow_null=True)
+    stripe_transfer = serializers.CharField(source="stripe_transfer_id", allow_null=True)
+    failure_reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_amount(self, withdrawal: Withdrawal) -> str:
+        return amount_display(withdrawal.currency, withdrawal.amount)
+
+
+class _ListCreate(APIView):
+    permission_classes = [HasScope]
+    serializer_class: Any = None
+
+    def _page(self, request: Request, rows: Any) -> Response:
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(self.serializer_class(page, many=True).data)
+
+
+class DepositListApi(_ListCreate):
+    required_scopes = {"GET": "read", "POST": "trade"}
+    serializer_class = DepositSerializer
+
+    @extend_schema(responses=DepositSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return self._page(request, deposit_list(user=request.user))
+
+    @extend_schema(
+        request=FundingRequestSerializer,
+        responses={201: DepositSerializer},
+        description="Start a deposit: returns the Stripe Checkout URL to pay at (`checkout_url`).",
+    )
+    def post(self, request: Request) -> Response:
+        services.funding_require_enabled()
+        data = FundingRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        page = request.build_absolute_uri(reverse("funding:deposits"))
+        deposit = services.deposit_create(
+            user=request.user,
+            currency=data.validated_data["currency"],
+            amount=data.validated_data["amount"],
+            success_url=page,
+            cancel_url=page,
+        )
+        return Response(DepositSerializer(deposit).data, status=status.HTTP_201_CREATED)
+
+
+class WithdrawalListApi(_ListCreate):
+    required_scopes = {"GET": "read", "POST": "withdraw"}
+    serializer_class = WithdrawalSerializer
+
+    @extend_schema(responses=WithdrawalSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return self._page(request, withdrawal_list(user=request.user))
+
+    @extend_schema(
+        request=FundingRequestSerializer,
+        responses={201: WithdrawalSerializer},
+        description="Withdraw available currency to your connected Stripe account (held now, "
+        "transferred by a background job).",
+    )
+    def post(self, request: Request) -> Response:
+        services.funding_require_enabled()
+        data = FundingRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        withdrawal = services.withdrawal_request(
+            user=request.user,
+            currency=data.validated_data["currency"],
+            amount=data.validated_data["amount"],
+        )
+        withdrawal.refresh_from_db()
+        return Response(WithdrawalSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
+
+
+class PayoutAccountApi(APIView):
+    """The caller's connected Stripe account; POST returns a fresh Express onboarding link."""
+
+    permission_classes = [HasScope]
+    required_scopes = {"GET": "read", "POST": "withdraw"}
+
+    @extend_schema(request=None, responses={200: dict})
+    def get(self, request: Request) -> Response:
+        account = connected_account_get(user=request.user)
+        if account is None:
+            return Response({"connected": False, "payouts_enabled": False})
+        return Response(
+            {
+                "connected": True,
+                "details_submitted": account.details_submitted,
+                "payouts_enabled": account.payouts_enabled,
+            }
+        )
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        services.funding_require_enabled()
+        return_url = request.build_absolute_uri(reverse("funding:connect_return"))
+        url = services.connect_onboarding_link(
+            user=request.user,
+            refresh_url=request.build_absolute_uri(reverse("funding:connect")),
+            return_url=return_url,
+        )
+        return Response({"onboarding_url": url})
