@@ -41,7 +41,6 @@ INSTALLED_APPS = [
     "accounts",
     "exchange.markets",
     "exchange.ledger",
-    "exchange.marketdata",
     "orders",
 ]
 

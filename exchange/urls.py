@@ -2,6 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+import accounts.funding.admin  # noqa: F401  (registers the funding models with the admin)
+from accounts.funding.urls import web_urlpatterns as funding_pages
+from accounts.funding.webhooks import stripe_webhook
 from exchange import views
 
 urlpatterns = [
@@ -14,6 +17,9 @@ urlpatterns = [
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("exchange.ledger.urls")),
     path("api/v1/", include("orders.urls")),
+    path("api/v1/", include("accounts.funding.urls")),
+    path("stripe/webhook", stripe_webhook, name="stripe-webhook"),
+    path("funding/", include(funding_pages)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
