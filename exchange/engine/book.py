@@ -185,7 +185,7 @@ class Book:
                 tif_code = _FOK
             else:
                 return [("reject", id, "invalid")]
-            bound = opposite.sign * price
+            bound: float = opposite.sign * price
         elif type == "market":
             if post_only:
                 return [("reject", id, "invalid")]
@@ -210,12 +210,15 @@ class Book:
                 return [("cancel", id, qty, "post_only")]
             if tif_code == _FOK and not self._fillable(opposite, account, qty, bound, stp_code):
                 return [("cancel", id, qty, "fok")]
-            events: list[Event] | None = []
-            remaining = self._match(id, account, qty, bound, opposite, own.name, stp_code, events)
+            match_events: list[Event] = []
+            remaining = self._match(
+                id, account, qty, bound, opposite, own.name, stp_code, match_events
+            )
             if remaining <= 0:
                 if not remaining:
-                    events.append(("filled", id))
-                return events
+                    match_events.append(("filled", id))
+                return match_events
+            events: list[Event] | None = match_events
         elif tif_code == _FOK:
             return [("cancel", id, qty, "fok")]
         else:
@@ -225,7 +228,7 @@ class Book:
             # Inlined _Side.add: resting is the most common outcome.
             order = [remaining, id, account, price, own]
             self._orders[id] = order
-            key = -bound  # own.sign * price, as own.sign == -opposite.sign
+            key: int = own.sign * price
             levels = own.levels
             level = levels.get(key)
             if level is None:
