@@ -1,9 +1,9 @@
-"""Websocket routes. Market-data consumers register here."""
+"""Websocket routes."""
 
 from django.urls import path
 
-from exchange.consumers import StatusConsumer
+from exchange.marketdata.consumers import FeedConsumer
 
 websocket_urlpatterns = [
-    path("ws/v1", StatusConsumer.as_asgi()),
+    path("ws/v1", FeedConsumer.as_asgi()),
 ]

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "accounts",
     "exchange.markets",
     "exchange.ledger",
+    "exchange.marketdata",
     "orders",
 ]
 

@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include("exchange.markets.urls")),
+    path("api/v1/", include("exchange.marketdata.urls")),
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("exchange.ledger.urls")),
     path("api/v1/", include("orders.urls")),

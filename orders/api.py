@@ -168,6 +168,7 @@ class OrderListApi(APIView):
             OpenApiParameter("client_order_id", str),
         ],
         responses={200: dict},
+        operation_id="orders_list",
     )
     def get(self, request: Request) -> Response:
         symbol = request.query_params.get("market")
@@ -184,14 +185,20 @@ class OrderListApi(APIView):
         page = paginator.paginate_queryset(orders, request, view=self)
         return paginator.get_paginated_response([order_json(o) for o in page])
 
-    @extend_schema(request=OrderBodySerializer, responses={201: dict, 200: dict})
+    @extend_schema(
+        request=OrderBodySerializer, responses={201: dict, 200: dict}, operation_id="orders_place"
+    )
     def post(self, request: Request) -> Response:
         order, created = _place(request, request.data)
         return Response(
             _with_fills(order), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
-    @extend_schema(parameters=[OpenApiParameter("market", str)], responses={200: dict})
+    @extend_schema(
+        parameters=[OpenApiParameter("market", str)],
+        responses={200: dict},
+        operation_id="orders_cancel_all",
+    )
     def delete(self, request: Request) -> Response:
         symbol = request.query_params.get("market")
         market = market_get(symbol=symbol) if symbol else None
@@ -234,11 +241,11 @@ class OrderDetailApi(APIView):
     permission_classes = [HasScope]
     required_scopes = {"GET": "read", "DELETE": "trade"}
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict}, operation_id="order_get")
     def get(self, request: Request, order_id: int) -> Response:
         return Response(_with_fills(order_get(user=request.user, order_id=order_id)))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict}, operation_id="order_cancel")
     def delete(self, request: Request, order_id: int) -> Response:
         order = order_cancel(user=request.user, order_id=order_id)
         order.refresh_from_db()

@@ -166,6 +166,7 @@ class MarketEngineState(models.Model):
 
     market = models.OneToOneField(Market, on_delete=models.PROTECT, related_name="engine_state")
     seq = models.BigIntegerField(default=0)
+    book_seq = models.BigIntegerField(default=0, help_text="Sequence of public book updates.")
     best_bid_ticks = models.BigIntegerField(null=True, blank=True)
     best_ask_ticks = models.BigIntegerField(null=True, blank=True)
     last_trade_ticks = models.BigIntegerField(null=True, blank=True)

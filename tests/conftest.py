@@ -62,6 +62,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit("REQUIRE_SERVICES=1 but: " + "; ".join(problems), returncode=3)
 
 
+@pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    """Cached book/ticker state must not leak between tests (the database is rolled back)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def redis_url() -> str:
     problem = _redis_problem()

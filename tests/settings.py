@@ -15,3 +15,14 @@ WHITENOISE_USE_FINDERS = True
 ENGINE_RUNNER = os.environ.get("TEST_ENGINE_RUNNER", "inline")
 ORDER_WAIT_SECONDS = 5.0
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F405
+
+# Each xdist worker gets its own Redis database, so clearing the cache between tests is safe.
+if REDIS_URL:  # noqa: F405
+    from urllib.parse import urlsplit, urlunsplit
+
+    _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    _parts = urlsplit(REDIS_URL)  # noqa: F405
+    REDIS_URL = urlunsplit(_parts._replace(path=f"/{8 + int(_worker[2:] or 0)}"))
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]  # noqa: F405
+    CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
+WS_HEARTBEAT_SECONDS = 3600.0  # tests that want heartbeats set it themselves

@@ -23,7 +23,10 @@ from django.utils import timezone
 
 from exchange.engine import Book
 from exchange.ledger import services as ledger
+from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
+from exchange.marketdata.candles import candles_apply
 from exchange.marketdata.publisher import publish_batch
+from exchange.marketdata.state import book_state_store
 from exchange.markets.models import Market
 from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
@@ -118,6 +121,8 @@ class BatchEffects:
     settlements: list[Any] = field(default_factory=list)
     touched: dict[int, OrderRow] = field(default_factory=dict)
     closed: list[OrderRow] = field(default_factory=list)
+    trade_ids: list[int] = field(default_factory=list)
+    candles: dict[str, list[int]] = field(default_factory=dict)
 
 
 class MarketRunner:
@@ -216,17 +221,26 @@ class MarketRunner:
             effects = BatchEffects()
             for command_seq, kind, events in applied:
                 self._apply_events(command_seq, kind, events, orders, effects)
+            changed_bids, changed_asks = book.drain_changed()
+            book_update = None
+            if changed_bids or changed_asks:
+                state.book_seq += 1
+                book_update = book_update_build(book, changed_bids, changed_asks, state.book_seq)
             self._write(effects, state, seq, commands, now)
             self.seq = seq
-            changed_bids, changed_asks = book.drain_changed()
-            message = self._market_message(effects, changed_bids, changed_asks, seq)
+            message = self._market_message(effects, book_update, now)
             user_messages = self._user_messages(effects)
             market_id = self.market.id
-            transaction.on_commit(
-                lambda: publish_batch(
+            snapshot = book_snapshot_build(book, state.book_seq) if book_update else None
+
+            def after_commit() -> None:
+                if snapshot is not None:
+                    book_state_store(market_id=market_id, state=snapshot)
+                publish_batch(
                     market_id=market_id, market_message=message, user_messages=user_messages
                 )
-            )
+
+            transaction.on_commit(after_commit)
             return len(commands)
 
     def _apply_events(
@@ -335,7 +349,7 @@ class MarketRunner:
                 buy.hold_remaining -= trade.notional + result.buyer_fee
                 buy.fee += result.buyer_fee
                 sell.fee += result.seller_fee
-            rows_insert(
+            effects.trade_ids = rows_insert(
                 Trade,
                 [
                     ("market_id", "bigint"),
@@ -372,6 +386,12 @@ class MarketRunner:
                     )
                     for t, (buyer_fee, seller_fee) in zip(trades, effects.fees, strict=True)
                 ],
+            )
+            effects.candles = candles_apply(
+                market_id=market.id,
+                moment=int(now.timestamp()),
+                trades=[(t.price_ticks, t.quantity_lots) for t in trades],
+                per_tick_lot=market.units_per_tick_lot,
             )
         releases = []
         for order in effects.closed:
@@ -436,41 +456,53 @@ class MarketRunner:
         state.save()
 
     def _market_message(
-        self, effects: BatchEffects, bids: set[int], asks: set[int], seq: int
+        self, effects: BatchEffects, book_update: dict[str, Any] | None, now: datetime
     ) -> dict[str, Any]:
         book = self.book
         assert book is not None
+        moment = int(now.timestamp() * 1000)
+        best_bid, best_ask = book.best_bid(), book.best_ask()
+        last = effects.trades[-1].price_ticks if effects.trades else None
         return {
             "market": self.market.symbol,
-            "seq": seq,
+            "book": book_update,
             "trades": [
-                [t.seq, t.match_index, t.price_ticks, t.quantity_lots, t.taker_side]
-                for t in effects.trades
+                [trade_id, t.price_ticks, t.quantity_lots, t.taker_side, moment]
+                for trade_id, t in zip(effects.trade_ids, effects.trades, strict=True)
             ],
-            "bids": [[p, *book.level("buy", p)] for p in sorted(bids, reverse=True)],
-            "asks": [[p, *book.level("sell", p)] for p in sorted(asks)],
+            "top": {
+                "bid": list(best_bid[:2]) if best_bid else None,
+                "ask": list(best_ask[:2]) if best_ask else None,
+                "last": last,
+            },
+            "candles": effects.candles,
         }
 
     def _user_messages(self, effects: BatchEffects) -> dict[int, list[dict[str, Any]]]:
+        symbol = self.market.symbol
         messages: dict[int, list[dict[str, Any]]] = {}
         for order in effects.touched.values():
             messages.setdefault(order.user_id, []).append(
                 {
                     "kind": "order",
+                    "market": symbol,
                     "id": order.id,
                     "status": order.status,
                     "filled_lots": order.filled_lots,
+                    "cancel_reason": order.cancel_reason or None,
                 }
             )
-        for trade in effects.trades:
-            for user_id in {trade.buyer_id, trade.seller_id}:
+        for trade_id, trade in zip(effects.trade_ids, effects.trades, strict=True):
+            for user_id, side in ((trade.buyer_id, "buy"), (trade.seller_id, "sell")):
                 messages.setdefault(user_id, []).append(
                     {
                         "kind": "fill",
-                        "seq": trade.seq,
-                        "index": trade.match_index,
+                        "market": symbol,
+                        "trade_id": trade_id,
+                        "side": side,
                         "price_ticks": trade.price_ticks,
                         "quantity_lots": trade.quantity_lots,
+                        "liquidity": "taker" if trade.taker_side == side else "maker",
                     }
                 )
         return messages

@@ -43,18 +43,27 @@ def rows_update(
 
 def rows_insert(
     model: type[Model], columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Insert ``rows`` (values in the order of ``columns``)."""
+) -> list[int]:
+    """Insert ``rows`` (values in the order of ``columns``); returns their ids, in order."""
     if not rows:
-        return
+        return []
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     names = ", ".join(quote(name) for name, _ in columns)
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
-            return
+            sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"  # noqa: S608
+            ids = []
+            for row in rows:
+                cursor.execute(sql, row)
+                ids.append(cursor.fetchone()[0])
+            return ids
         arrays = ", ".join(f"%s::{sql_type}[]" for _, sql_type in columns)
-        sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608
+        # ORDER BY the ordinality keeps the returned ids in the order of the rows.
+        sql = (
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608
+            f"WITH ORDINALITY AS v({names}, position) ORDER BY position RETURNING id"
+        )
         cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        return [row[0] for row in cursor.fetchall()]

@@ -61,12 +61,18 @@ def bench_users(count: int, market: Market) -> list[User]:
         stamp = time.time_ns()
         if balance_get(user=user, asset="CNY").available < 10**6 * 10**8:
             ledger.deposit_credit(
-                user=user, currency="CNY", amount=10**7 * 10**8, reference="bench",
+                user=user,
+                currency="CNY",
+                amount=10**7 * 10**8,
+                reference="bench",
                 idempotency_key=f"bench-cny-{number}-{stamp}",
             )
         if balance_get(user=user, asset=market.symbol).available < 10**11:
             ledger.capacity_issue(
-                user=user, market=market, tokens=10**12, reference="bench",
+                user=user,
+                market=market,
+                tokens=10**12,
+                reference="bench",
                 idempotency_key=f"bench-tok-{number}-{stamp}",
             )
         users.append(user)
@@ -122,7 +128,10 @@ class Command(BaseCommand):
         for _ in range(options["orders"]):
             body = order_body(rng, 800)
             request = order_request_parse(
-                market=market, side=body["side"], price=body["price"], quantity=body["quantity"],
+                market=market,
+                side=body["side"],
+                price=body["price"],
+                quantity=body["quantity"],
                 time_in_force=body["time_in_force"],
             )
             order_place(user=rng.choice(users), request=request)
@@ -148,7 +157,9 @@ class Command(BaseCommand):
     def bench_api(self, options: dict[str, Any]) -> None:
         market = bench_market()
         users = bench_users(options["clients"], market)
-        keys = [api_key_create(user=u, name="bench", scopes=["read", "trade"]).secret for u in users]
+        keys = [
+            api_key_create(user=u, name="bench", scopes=["read", "trade"]).secret for u in users
+        ]
         port = 8791
         db = connection.settings_dict
         env = {
@@ -163,12 +174,26 @@ class Command(BaseCommand):
             "LOG_LEVEL": "WARNING",
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "exchange.asgi:application", "--port", str(port),
-             "--workers", "2", "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "exchange.asgi:application",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
         )
         engine = subprocess.Popen(
-            [sys.executable, "manage.py", "run_engine", "--market", SYMBOL], cwd=ROOT, env=env,
+            [sys.executable, "manage.py", "run_engine", "--market", SYMBOL],
+            cwd=ROOT,
+            env=env,
             stdout=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
@@ -207,9 +232,14 @@ class Command(BaseCommand):
                 else:
                     path, payload = "/api/v1/orders/batch", {"orders": bodies}
                 request = urllib.request.Request(  # noqa: S310 - loopback
-                    base + path, method="POST", data=json.dumps(payload).encode(),
-                    headers={"Authorization": f"Bearer {keys[number]}",
-                             "Content-Type": "application/json", "X-Forwarded-Proto": "https"},
+                    base + path,
+                    method="POST",
+                    data=json.dumps(payload).encode(),
+                    headers={
+                        "Authorization": f"Bearer {keys[number]}",
+                        "Content-Type": "application/json",
+                        "X-Forwarded-Proto": "https",
+                    },
                 )
                 started = time.perf_counter()
                 try:

@@ -1,0 +1,21 @@
+"""The live book state the runner keeps current for readers (REST ``/book``, websocket
+snapshots): the top levels and the book sequence number, in the cache (Redis in production,
+process memory in ``make run``), written after each batch commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.cache import cache
+
+
+def book_key(market_id: int) -> str:
+    return f"marketdata:book:{market_id}"
+
+
+def book_state_store(*, market_id: int, state: dict[str, Any]) -> None:
+    cache.set(book_key(market_id), state, timeout=None)
+
+
+def book_state_load(*, market_id: int) -> dict[str, Any] | None:
+    return cache.get(book_key(market_id))
