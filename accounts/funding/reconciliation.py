@@ -42,7 +42,7 @@ def reconcile_run(*, since: datetime, until: datetime) -> ReconciliationReport:
         created_from=int((since - MARGIN).timestamp()),
         created_until=int((until + MARGIN).timestamp()),
     )
-    in_period = (int(since.timestamp()), int(until.timestamp()))
+    in_period = (since.timestamp(), until.timestamp())
     charges = [row for row in stripe_rows if row.type in CHARGE_TYPES]
     transfers = {row.source_id: row for row in stripe_rows if row.type == "transfer"}
     by_intent = {row.payment_intent: row for row in charges if row.payment_intent}

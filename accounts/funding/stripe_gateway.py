@@ -184,9 +184,10 @@ def connected_account_retrieve(*, account_id: str) -> AccountState:
     return _account_state(account)
 
 
-def _account_state(account: Any) -> AccountState:
+def _account_state(resource: Any) -> AccountState:
+    account = resource.to_dict()
     return AccountState(
-        id=account.id,
+        id=account["id"],
         details_submitted=bool(account.get("details_submitted")),
         payouts_enabled=bool(account.get("payouts_enabled")),
     )
@@ -242,8 +243,9 @@ def balance_transaction_list(*, created_from: int, created_until: int) -> list[B
     except stripe.StripeError as error:
         raise StripeAmbiguousError(str(error.user_message or error)) from error
     result = []
-    for row in rows:
-        currency = row.currency.upper()
+    for resource in rows:
+        row = resource.to_dict()
+        currency = row["currency"].upper()
         if currency not in STRIPE_DECIMALS:
             continue
         source = row.get("source")
@@ -255,11 +257,11 @@ def balance_transaction_list(*, created_from: int, created_until: int) -> list[B
             metadata = dict(source.get("metadata") or {})
         result.append(
             BalanceTransaction(
-                id=row.id,
-                type=row.type,
-                amount=from_stripe_amount(currency, row.amount),
+                id=row["id"],
+                type=row["type"],
+                amount=from_stripe_amount(currency, row["amount"]),
                 currency=currency,
-                created=row.created,
+                created=row["created"],
                 source_id=source_id,
                 payment_intent=payment_intent if isinstance(payment_intent, str) else "",
                 metadata={str(k): str(v) for k, v in metadata.items()},
