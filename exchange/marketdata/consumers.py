@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -38,6 +40,29 @@ from exchange.marketdata.selectors import (
 )
 from exchange.markets.models import Market
 
+
+class RenderCache:
+    """Frames rendered once per process and shared by every connection that sends them.
+
+    A batch's book update or trades frame is the same text for every subscriber; rendering it
+    per connection would make fan-out cost O(clients × formatting).
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.frames: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], render: Callable[[], dict[str, Any]]) -> str:
+        frame = self.frames.get(key)
+        if frame is None:
+            frame = orjson.dumps(render()).decode()
+            self.frames[key] = frame
+            if len(self.frames) > self.size:
+                self.frames.popitem(last=False)
+        return frame
+
+
+FRAMES = RenderCache()
 MARKET_CHANNELS = {"ticker", "trades", "book", *(f"candles:{name}" for name in INTERVALS)}
 MAX_MESSAGE_BYTES = 4096
 
@@ -279,31 +304,21 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             if known is not None and book["seq"] > known:
                 # forward as is: a gap (seq > known + 1) is the client's cue to resubscribe
                 self.book_seq[market.id] = book["seq"]
-                await self.send_json(
-                    {
-                        "channel": "book",
-                        "type": "update",
-                        "market": market.symbol,
-                        "seq": book["seq"],
-                        "bids": [
-                            [price_text(market, p), quantity_text(market, q)]
-                            for p, q in book["bids"]
-                        ],
-                        "asks": [
-                            [price_text(market, p), quantity_text(market, q)]
-                            for p, q in book["asks"]
-                        ],
-                        "checksum": book["checksum"],
-                    }
+                frame = FRAMES.get(
+                    ("book", market.id, book["seq"]), lambda: self._book_frame(market, book)
                 )
-        if event["trades"] and "trades" in channels:
-            await self.send_json(
-                {
+                await self.send(text_data=frame)
+        trades = event["trades"]
+        if trades and "trades" in channels:
+            frame = FRAMES.get(
+                ("trades", market.id, trades[0][0]),
+                lambda: {
                     "channel": "trades",
                     "market": market.symbol,
-                    "trades": [trade_public(market, *trade) for trade in event["trades"]],
-                }
+                    "trades": [trade_public(market, *trade) for trade in trades],
+                },
             )
+            await self.send(text_data=frame)
         if "ticker" in channels and (event["trades"] or book):
             await self.ticker_changed(market)
         for interval, values in event.get("candles", {}).items():
@@ -312,6 +327,18 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                     {"channel": f"candles:{interval}", "market": market.symbol,
                      "candle": candle_public(market, values)}
                 )  # fmt: skip
+
+    @staticmethod
+    def _book_frame(market: Market, book: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "channel": "book",
+            "type": "update",
+            "market": market.symbol,
+            "seq": book["seq"],
+            "bids": [[price_text(market, p), quantity_text(market, q)] for p, q in book["bids"]],
+            "asks": [[price_text(market, p), quantity_text(market, q)] for p, q in book["asks"]],
+            "checksum": book["checksum"],
+        }
 
     async def ticker_changed(self, market: Market) -> None:
         """Coalesce: at most one ticker per market per WS_TICKER_INTERVAL seconds."""
