@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db import DataError, connection, transaction
 from django.db.models import Q
@@ -36,8 +37,7 @@ from exchange.markets.models import Market
 AccountKey = tuple[int | None, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Leg:
+class Leg(NamedTuple):
     account: AccountKey
     bucket: str
     amount: int
@@ -54,26 +54,22 @@ class Entry:
     request_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        totals: dict[str, int] = defaultdict(int)
-        for leg in self.legs:
-            if leg.amount == 0 or leg.bucket not in (Bucket.AVAILABLE, Bucket.HELD):
-                raise ValueError(f"invalid leg {leg!r}")
-            if leg.account[0] is None and leg.bucket != Bucket.AVAILABLE:
-                raise ValueError(f"system accounts hold nothing: {leg!r}")
-            totals[leg.account[2]] += leg.amount
-        if len(self.legs) < 2 or any(totals.values()):
-            raise ValueError(f"unbalanced entry {self.idempotency_key!r}: {dict(totals)}")
         # The body a replay must match: everything the entry would write but its time.
-        body = repr(
-            (
-                self.kind,
-                self.reference,
-                self.memo,
-                self.staff_user_id,
-                sorted(repr((leg.account, leg.bucket, leg.amount)) for leg in self.legs),
-            )
-        )
-        self.request_hash = hashlib.sha256(body.encode()).hexdigest()
+        parts = [self.kind, self.reference, self.memo, str(self.staff_user_id)]
+        totals: dict[str, int] = {}
+        for (owner, system, asset), bucket, amount in self.legs:
+            if amount == 0 or bucket not in _BUCKETS or (owner is None and bucket != _AVAILABLE):
+                raise ValueError(f"invalid leg {(owner, system, asset, bucket, amount)!r}")
+            totals[asset] = totals.get(asset, 0) + amount
+            parts.append(f"{owner}/{system}/{asset}/{bucket}/{amount}")
+        if len(self.legs) < 2 or any(totals.values()):
+            raise ValueError(f"unbalanced entry {self.idempotency_key!r}: {totals}")
+        parts[4:] = sorted(parts[4:])
+        self.request_hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+_AVAILABLE = Bucket.AVAILABLE.value
+_BUCKETS = frozenset((Bucket.AVAILABLE.value, Bucket.HELD.value))
 
 
 def user_account(user_id: int, asset: str) -> AccountKey:
