@@ -6,104 +6,269 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('ledger', '0002_database_invariants'),
+        ("accounts", "0001_initial"),
+        ("ledger", "0002_database_invariants"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ReconciliationReport',
+            name="ReconciliationReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('since', models.DateTimeField()),
-                ('until', models.DateTimeField()),
-                ('matched', models.PositiveIntegerField(default=0)),
-                ('differences', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("since", models.DateTimeField()),
+                ("until", models.DateTimeField()),
+                ("matched", models.PositiveIntegerField(default=0)),
+                ("differences", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='ConnectedAccount',
+            name="ConnectedAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_account_id', models.CharField(max_length=255, unique=True)),
-                ('details_submitted', models.BooleanField(default=False)),
-                ('payouts_enabled', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='stripe_account', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("stripe_account_id", models.CharField(max_length=255, unique=True)),
+                ("details_submitted", models.BooleanField(default=False)),
+                ("payouts_enabled", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="stripe_account",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='StripeEvent',
+            name="StripeEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_id', models.CharField(max_length=255, unique=True)),
-                ('type', models.CharField(max_length=100)),
-                ('payload', models.JSONField()),
-                ('payment_intent', models.CharField(blank=True, db_index=True, max_length=255)),
-                ('status', models.CharField(choices=[('received', 'Received'), ('processed', 'Processed'), ('failed', 'Failed')], default='received', max_length=9)),
-                ('note', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("stripe_id", models.CharField(max_length=255, unique=True)),
+                ("type", models.CharField(max_length=100)),
+                ("payload", models.JSONField()),
+                ("payment_intent", models.CharField(blank=True, db_index=True, max_length=255)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("received", "Received"),
+                            ("processed", "Processed"),
+                            ("failed", "Failed"),
+                        ],
+                        default="received",
+                        max_length=9,
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(fields=['status', 'id'], name='funding_event_status')],
+                "ordering": ["-id"],
+                "indexes": [models.Index(fields=["status", "id"], name="funding_event_status")],
             },
         ),
         migrations.CreateModel(
-            name='Deposit',
+            name="Deposit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('currency', models.CharField(max_length=3)),
-                ('amount', models.BigIntegerField(help_text='Ledger units (1e-8 of the currency).')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('credited', 'Credited'), ('failed', 'Failed')], default='pending', max_length=8)),
-                ('stripe_session_id', models.CharField(blank=True, max_length=255, null=True, unique=True)),
-                ('checkout_url', models.URLField(blank=True, max_length=2000)),
-                ('stripe_payment_intent', models.CharField(blank=True, db_index=True, max_length=255)),
-                ('refunded_amount', models.BigIntegerField(default=0)),
-                ('disputed_amount', models.BigIntegerField(default=0)),
-                ('reversed_amount', models.BigIntegerField(default=0)),
-                ('reversal_count', models.PositiveIntegerField(default=0)),
-                ('dispute_status', models.CharField(blank=True, help_text="'', open, won or lost (closed wins over created).", max_length=8)),
-                ('failure_reason', models.CharField(blank=True, max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('credited_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('credit_transaction', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ledger.ledgertransaction')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deposits', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "amount",
+                    models.BigIntegerField(help_text="Ledger units (1e-8 of the currency)."),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("credited", "Credited"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "stripe_session_id",
+                    models.CharField(blank=True, max_length=255, null=True, unique=True),
+                ),
+                ("checkout_url", models.URLField(blank=True, max_length=2000)),
+                (
+                    "stripe_payment_intent",
+                    models.CharField(blank=True, db_index=True, max_length=255),
+                ),
+                ("refunded_amount", models.BigIntegerField(default=0)),
+                ("disputed_amount", models.BigIntegerField(default=0)),
+                ("reversed_amount", models.BigIntegerField(default=0)),
+                ("reversal_count", models.PositiveIntegerField(default=0)),
+                (
+                    "dispute_status",
+                    models.CharField(
+                        blank=True,
+                        help_text="'', open, won or lost (closed wins over created).",
+                        max_length=8,
+                    ),
+                ),
+                ("failure_reason", models.CharField(blank=True, max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("credited_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "credit_transaction",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="ledger.ledgertransaction",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deposits",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='funding_deposit_amount_pos'), models.CheckConstraint(condition=models.Q(('reversed_amount__gte', 0), ('reversed_amount__lte', models.F('amount'))), name='funding_deposit_reversed_within_amount'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'credited'), _negated=True), ('credit_transaction__isnull', False), _connector='OR'), name='funding_deposit_credited_has_transaction')],
+                "ordering": ["-id"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="funding_deposit_amount_pos"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("reversed_amount__gte", 0),
+                            ("reversed_amount__lte", models.F("amount")),
+                        ),
+                        name="funding_deposit_reversed_within_amount",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("status", "credited"), _negated=True),
+                            ("credit_transaction__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="funding_deposit_credited_has_transaction",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Withdrawal',
+            name="Withdrawal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('currency', models.CharField(max_length=3)),
-                ('amount', models.BigIntegerField(help_text='Ledger units (1e-8 of the currency).')),
-                ('status', models.CharField(choices=[('processing', 'Processing'), ('paid', 'Paid'), ('released', 'Failed (funds released)')], default='processing', max_length=10)),
-                ('stripe_transfer_id', models.CharField(blank=True, max_length=255, null=True, unique=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('failure_reason', models.CharField(blank=True, max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('finished_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('connected_account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='withdrawals', to='accounts.connectedaccount')),
-                ('final_transaction', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ledger.ledgertransaction')),
-                ('hold_transaction', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ledger.ledgertransaction')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='withdrawals', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "amount",
+                    models.BigIntegerField(help_text="Ledger units (1e-8 of the currency)."),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("processing", "Processing"),
+                            ("paid", "Paid"),
+                            ("released", "Failed (funds released)"),
+                        ],
+                        default="processing",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "stripe_transfer_id",
+                    models.CharField(blank=True, max_length=255, null=True, unique=True),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("failure_reason", models.CharField(blank=True, max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("finished_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "connected_account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="withdrawals",
+                        to="accounts.connectedaccount",
+                    ),
+                ),
+                (
+                    "final_transaction",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="ledger.ledgertransaction",
+                    ),
+                ),
+                (
+                    "hold_transaction",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="ledger.ledgertransaction",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="withdrawals",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='funding_withdrawal_amount_pos'), models.CheckConstraint(condition=models.Q(('status', 'processing'), ('final_transaction__isnull', False), _connector='OR'), name='funding_withdrawal_finished_has_transaction')],
+                "ordering": ["-id"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="funding_withdrawal_amount_pos"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("status", "processing"),
+                            ("final_transaction__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="funding_withdrawal_finished_has_transaction",
+                    ),
+                ],
             },
         ),
     ]
