@@ -136,4 +136,6 @@ class ApiKey(models.Model):
         if self.expires_at is not None and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
 from accounts.funding.models import *  # noqa: E402, F403  (funding models live in accounts.funding)
