@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-insecure-key-not-for-production")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+# Thread-heavy tests (50 threads at a barrier) need a connection each, beyond any pool size.
+os.environ.setdefault("DATABASE_POOL", "false")
 
 from exchange.settings import *  # noqa: F403
 
