@@ -75,7 +75,8 @@ class Command(BaseCommand):
             cwd=ROOT, env=env,
         )  # fmt: skip
         engine = subprocess.Popen(
-            [sys.executable, "manage.py", "run_engine", "--market", SYMBOL, "--idle-sleep", "0.002"],
+            [sys.executable, "manage.py", "run_engine", "--market", SYMBOL,
+             "--idle-sleep", "0.002"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
