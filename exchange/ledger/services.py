@@ -282,6 +282,33 @@ def trade_settle_many(*, settlements: list[SettlementRequest]) -> list[Settlemen
 
 
 # --- money in and out ---------------------------------------------------------------------------
+def trades_settle_and_release(
+    *, settlements: list[SettlementRequest], releases: list[HoldRequest]
+) -> list[Settlement]:
+    """The engine runner's batch: settle trades and release leftover holds in ONE journal post.
+
+    One post locks every balance row of the batch once, in the global order. Two calls (settle,
+    then release) would lock in two rounds, and two runners sharing a quote currency could
+    deadlock between the rounds (the fee-revenue row is taken in the first). Must be called
+    inside the caller's ``transaction.atomic()``. All or nothing.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError(
+            "trades_settle_and_release must run inside the caller's transaction.atomic()."
+        )
+    built = [_settlement_entry(request) for request in settlements]
+    entries = [entry for entry, _, _ in built] + [_release_entry(r) for r in releases]
+    if not entries:
+        return []
+    posted = journal_post(entries)
+    return [
+        Settlement(ledger_transaction, buyer_fee, seller_fee)
+        for ledger_transaction, (_, buyer_fee, seller_fee) in zip(
+            posted[: len(built)], built, strict=True
+        )
+    ]
+
+
 def deposit_credit(
     *, user: Any, currency: str, amount: int, reference: str, idempotency_key: str
 ) -> LedgerTransaction:

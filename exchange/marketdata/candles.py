@@ -33,7 +33,7 @@ def candles_apply(
     sql = (
         f'INSERT INTO {table} (market_id, "interval", start, open_ticks, high_ticks, low_ticks, '  # noqa: S608
         "close_ticks, volume_lots, quote_volume, trade_count) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)'] * len(INTERVALS))} "
         'ON CONFLICT (market_id, "interval", start) DO UPDATE SET '
         f"high_ticks = {greatest}({table}.high_ticks, excluded.high_ticks), "
         f"low_ticks = {least}({table}.low_ticks, excluded.low_ticks), "
@@ -50,10 +50,6 @@ def candles_apply(
          len(trades))
         for name, seconds in INTERVALS.items()
     ]  # fmt: skip
-    current = {}
     with connection.cursor() as cursor:
-        for row in rows:
-            cursor.execute(sql, row)
-            name, *values = cursor.fetchone()
-            current[name] = values
-    return current
+        cursor.execute(sql, [value for row in rows for value in row])
+        return {name: list(values) for name, *values in cursor.fetchall()}

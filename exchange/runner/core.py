@@ -338,17 +338,39 @@ class MarketRunner:
         market = self.market
         trades = effects.trades
         touched = effects.touched
-        if effects.settlements:
-            results = ledger.trade_settle_many(settlements=effects.settlements)
-            for trade, result in zip(trades, results, strict=True):
-                effects.fees.append((result.buyer_fee, result.seller_fee))
-                if trade.taker_side == "buy":
-                    buy, sell = touched[trade.taker_id], touched[trade.maker_id]
-                else:
-                    buy, sell = touched[trade.maker_id], touched[trade.taker_id]
-                buy.hold_remaining -= trade.notional + result.buyer_fee
-                buy.fee += result.buyer_fee
-                sell.fee += result.seller_fee
+        # Fees are deterministic (ceil(notional × rate), the ledger's own fee_for), so the
+        # leftover holds are known before posting: settlements and releases go to the ledger in
+        # one call, which locks every balance row once, in the global order.
+        for trade, request in zip(trades, effects.settlements, strict=True):
+            buyer_fee = ledger.fee_for(notional=trade.notional, rate=request.buyer_fee_rate)
+            seller_fee = ledger.fee_for(notional=trade.notional, rate=request.seller_fee_rate)
+            effects.fees.append((buyer_fee, seller_fee))
+            if trade.taker_side == "buy":
+                buy, sell = touched[trade.taker_id], touched[trade.maker_id]
+            else:
+                buy, sell = touched[trade.maker_id], touched[trade.taker_id]
+            buy.hold_remaining -= trade.notional + buyer_fee
+            buy.fee += buyer_fee
+            sell.fee += seller_fee
+        releases = []
+        for order in effects.closed:
+            if order.hold_remaining > 0:
+                releases.append(
+                    ledger.HoldRequest(
+                        user=order.user,
+                        asset=order.hold_asset,
+                        amount=order.hold_remaining,
+                        reference=f"order:{order.id}",
+                        idempotency_key=f"order:{order.id}:release",
+                    )
+                )
+                order.hold_remaining = 0
+        results = ledger.trades_settle_and_release(
+            settlements=effects.settlements, releases=releases
+        )
+        if [(r.buyer_fee, r.seller_fee) for r in results] != effects.fees:
+            raise RuntimeError("ledger fees differ from the runner's")  # pragma: no cover
+        if trades:
             effects.trade_ids = rows_insert(
                 Trade,
                 [
@@ -368,46 +390,18 @@ class MarketRunner:
                     ("created_at", "timestamptz"),
                 ],
                 [
-                    (
-                        market.id,
-                        t.seq,
-                        t.match_index,
-                        t.taker_id,
-                        t.maker_id,
-                        t.buyer_id,
-                        t.seller_id,
-                        t.taker_side,
-                        t.price_ticks,
-                        t.quantity_lots,
-                        t.notional,
-                        buyer_fee,
-                        seller_fee,
-                        now,
-                    )
+                    (market.id, t.seq, t.match_index, t.taker_id, t.maker_id, t.buyer_id,
+                     t.seller_id, t.taker_side, t.price_ticks, t.quantity_lots, t.notional,
+                     buyer_fee, seller_fee, now)
                     for t, (buyer_fee, seller_fee) in zip(trades, effects.fees, strict=True)
                 ],
-            )
+            )  # fmt: skip
             effects.candles = candles_apply(
                 market_id=market.id,
                 moment=int(now.timestamp()),
                 trades=[(t.price_ticks, t.quantity_lots) for t in trades],
                 per_tick_lot=market.units_per_tick_lot,
             )
-        releases = []
-        for order in effects.closed:
-            if order.hold_remaining > 0:
-                releases.append(
-                    ledger.HoldRequest(
-                        user=order.user,
-                        asset=order.hold_asset,
-                        amount=order.hold_remaining,
-                        reference=f"order:{order.id}",
-                        idempotency_key=f"order:{order.id}:release",
-                    )
-                )
-                order.hold_remaining = 0
-        if releases:
-            ledger.hold_release_many(releases=releases)
         for order in touched.values():
             if order.hold_remaining < 0:
                 raise RuntimeError(f"order {order.id} spent more than it held")
