@@ -47,7 +47,8 @@ class BalanceListApi(APIView):
         description=(
             "Per asset: available, held and total as decimal strings — currency units for "
             "currencies, MTok for token assets (which also give integer `tokens`)."
-        )
+        ),
+        responses={200: dict},
     )
     def get(self, request: Request) -> Response:
         return Response({"balances": [_balance_data(b) for b in balance_list(user=request.user)]})

@@ -18,5 +18,8 @@ def ledger_unit(currency: str) -> Decimal:
     return Decimal(1).scaleb(-CURRENCY_DECIMALS[currency])
 
 
+CURRENCY_CHOICES: list[tuple[str, str]] = [(code, code) for code in CURRENCY_DECIMALS]
+
+
 def currency_choices() -> list[tuple[str, str]]:
-    return [(code, code) for code in CURRENCY_DECIMALS]
+    return list(CURRENCY_CHOICES)
