@@ -19,15 +19,20 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+# Front-end libraries (package.json + lockfile), served as static files; never a CDN.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+install-dev: $(VENV)/.installed-dev node_modules/.installed
 
 # Serves HTTP and websockets in one process (daphne's runserver), with embedded defaults
-# unless DATABASE_URL / REDIS_URL are set. DEBUG defaults to on here only.
+# unless DATABASE_URL / REDIS_URL are set. DEBUG and the live demo (DEMO) default to on here only.
 run: install
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py load_demo_markets
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
+	DEBUG=$${DEBUG:-true} DEMO=$${DEMO:-1} $(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
 
 test: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -42,4 +47,4 @@ format: install-dev
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) staticfiles
+	rm -rf $(VENV) staticfiles node_modules

@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from exchange.demo.simulator import demo_start  # noqa: E402
 from exchange.routing import websocket_urlpatterns  # noqa: E402
 from exchange.runner.embedded import embedded_start  # noqa: E402
 
@@ -27,3 +28,4 @@ application = ProtocolTypeRouter(
 
 # With ENGINE_RUNNER=embedded (the default of `make run`) the runner is a thread of this process.
 embedded_start()
+demo_start()  # the live demo (DEMO=1, `make run` only): seeded bots trading

@@ -277,3 +277,41 @@ WS_HEARTBEAT_SECONDS = env.float("WS_HEARTBEAT_SECONDS", default=5.0)
 WS_TICKER_INTERVAL = env.float("WS_TICKER_INTERVAL", default=0.25)
 WS_RATE_PER_SECOND = env.float("WS_RATE_PER_SECOND", default=20.0)
 WS_RATE_BURST = env.int("WS_RATE_BURST", default=40)
+
+# --- Web UI: htmx + template partials, CSP with nonces, front-end libraries, demo ------------
+from csp.constants import NONCE  # noqa: E402
+
+INSTALLED_APPS += ["django_htmx", "template_partials", "csp", "exchange.web"]
+MIDDLEWARE += ["django_htmx.middleware.HtmxMiddleware", "csp.middleware.CSPMiddleware"]
+# site: the demo banner, roles, colour convention and ``csp_nonce`` (the name django-htmx reads).
+TEMPLATES[0]["OPTIONS"]["context_processors"] += ["exchange.web.context_processors.site"]
+# npm packages (package.json, installed by `make` with `npm ci`) are served under static/vendor/.
+if (BASE_DIR / "node_modules").is_dir():
+    STATICFILES_DIRS += [("vendor", BASE_DIR / "node_modules")]
+
+CONTENT_SECURITY_POLICY = {
+    # The API docs pages (drf-spectacular's Swagger UI / Redoc) start themselves with inline
+    # scripts; they carry no user data.
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/", "/api/redoc/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        # The hash is the <style> of lightweight-charts' attribution logo (v5.2, pinned by
+        # package-lock.json; the browser tests fail on a CSP console error if it changes).
+        "style-src": ["'self'", "'sha256-3pRED1tOXas1FXFoPb9TGCjmYe9XQsmO9OV23khV2nY='"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        # 'self' covers ws:/wss: to the same host in CSP level 3 browsers.
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        # Deposits and payouts redirect a form post to Stripe's hosted pages.
+        "form-action": ["'self'", "https://checkout.stripe.com", "https://connect.stripe.com"],
+    },
+}
+# The live demo: seeded demo users and a market simulator inside the served process. Off unless
+# DEMO is set (`make run` sets DEMO=1); production and tests never run bots by accident.
+DEMO = env.bool("DEMO", default=False)
+DEMO_BOTS = env.int("DEMO_BOTS", default=6)
+DEMO_RATE = env.float("DEMO_RATE", default=4.0)  # orders per second, all bots together

@@ -9,6 +9,7 @@ from exchange import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("", include("exchange.web.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),

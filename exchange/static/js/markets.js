@@ -1,0 +1,38 @@
+// The markets table, live: one ticker subscription for every market on the page.
+import { decimalsOf } from "exchange/decimal";
+import { Feed } from "exchange/feed";
+import { number } from "exchange/format";
+
+const rows = new Map(
+  [...document.querySelectorAll("tr[data-market]")].map((row) => [row.dataset.market, row]),
+);
+const statusDot = document.querySelector("[data-testid=feed-status]");
+
+if (rows.size) {
+  const feed = new Feed({
+    onStatus: (status) => {
+      if (statusDot) statusDot.dataset.status = status;
+    },
+  });
+  feed.on("ticker", (t) => {
+    const row = rows.get(t.market);
+    if (!row) return;
+    const cell = (name) => row.querySelector(`[data-field=${name}]`);
+    const previous = cell("last").textContent;
+    if (t.last) cell("last").textContent = t.last;
+    if (previous !== cell("last").textContent) {
+      row.classList.remove("flash-row");
+      void row.offsetWidth; // restart the highlight animation
+      row.classList.add("flash-row");
+    }
+    const change = t.change_24h_percent;
+    const direction = change === null ? "flat" : Number(change) > 0 ? "up" : Number(change) < 0 ? "down" : "flat";
+    cell("change").textContent = change === null ? "—" : `${change}%`;
+    cell("change").className = `num ${direction}`;
+    cell("volume").textContent = number(t.volume_24h, 0, decimalsOf("0.001"));
+    cell("bid").textContent = t.bid ?? "—";
+    cell("ask").textContent = t.ask ?? "—";
+    row.dataset.updated = String(Date.now());
+  });
+  feed.subscribe(["ticker"], [...rows.keys()]);
+}
