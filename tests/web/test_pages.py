@@ -105,7 +105,9 @@ def test_portfolio_shows_balances_allocations_and_statement_link(make_user, mark
     assert "1000.00" in body
     assert reverse("ledger-statement") in body
     assert reverse("funding:deposits") in body
-    statement = client.get(reverse("ledger-statement"), {"start": "2020-01-01", "end": "2099-01-01"})
+    statement = client.get(
+        reverse("ledger-statement"), {"start": "2020-01-01", "end": "2099-01-01"}
+    )
     assert statement.status_code == 200
     assert statement["Content-Type"].startswith("text/csv")
 
@@ -139,7 +141,9 @@ def test_place_and_cancel_an_order_through_the_htmx_views(make_user, market, fun
     order = Order.objects.get(user=user)
     assert (order.price_ticks, order.quantity_lots, order.status) == (810, 2500, "open")
     assert f"Order #{order.id}: open" in response.content.decode()
-    panel = client.get(reverse("web:orders", args=[SYMBOL]), {"tab": "open"}, HTTP_HX_REQUEST="true")
+    panel = client.get(
+        reverse("web:orders", args=[SYMBOL]), {"tab": "open"}, HTTP_HX_REQUEST="true"
+    )
     assert f'data-order-id="{order.id}"' in panel.content.decode()
     cancelled = client.post(reverse("web:order_cancel", args=[order.id]), HTTP_HX_REQUEST="true")
     assert cancelled.status_code == 200

@@ -255,8 +255,8 @@ feed.on("ticker", (t) => {
   tickerEls.last.className = `num ${direction}`;
   tickerEls.change.className = `num ${direction}`;
   tickerEls.change.textContent = t.change_24h_percent === null ? "—" : `${t.change_24h_percent}%`;
-  tickerEls.high.textContent = t.high_24h ?? "—";
-  tickerEls.low.textContent = t.low_24h ?? "—";
+  tickerEls.high.textContent = t.high_24h ? D.toText(t.high_24h, priceDecimals) : "—";
+  tickerEls.low.textContent = t.low_24h ? D.toText(t.low_24h, priceDecimals) : "—";
   tickerEls.volume.textContent = number(t.volume_24h, 0, lotDecimals);
 });
 
