@@ -20,6 +20,7 @@ from django.db import DataError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from exchange.db import server_bound_cursor
 from exchange.errors import IdempotencyConflict, ValidationFailed
 from exchange.ledger.locking import balances_move
 from exchange.ledger.models import (
@@ -223,7 +224,7 @@ _TRANSACTION_COLUMNS = "kind, reference, idempotency_key, request_hash, memo, st
 
 
 def _transactions_insert_postgresql(batch: list[Entry], now: datetime) -> dict[str, int]:
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO ledger_transaction ({_TRANSACTION_COLUMNS}, created_at)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from django.db import connection
 
+from exchange.db import server_bound_cursor
 from exchange.errors import InsufficientFunds, ValidationFailed
 from exchange.ledger.models import Account
 from exchange.ledger.units import BIGINT_MAX, amount_display, is_currency
@@ -56,7 +57,7 @@ def balances_move(deltas: dict[int, list[int]]) -> None:
     """
     ids = sorted(deltas)
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        with server_bound_cursor() as cursor:
             cursor.execute(
                 _MOVE_POSTGRESQL,
                 [ids, [deltas[i][0] for i in ids], [deltas[i][1] for i in ids], ids],

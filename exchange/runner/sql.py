@@ -15,6 +15,8 @@ from typing import Any
 from django.db import connection
 from django.db.models import Model
 
+from exchange.db import server_bound_cursor
+
 
 def rows_update(
     model: type[Model], columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
@@ -38,6 +40,7 @@ def rows_update(
             f"UPDATE {table} AS t SET {assignments} "  # noqa: S608
             f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
         )
+    with server_bound_cursor() as cursor:
         cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
 
 
@@ -65,5 +68,6 @@ def rows_insert(
             f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608
             f"WITH ORDINALITY AS v({names}, position) ORDER BY position RETURNING id"
         )
+    with server_bound_cursor() as cursor:
         cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
         return [row[0] for row in cursor.fetchall()]
