@@ -21,11 +21,14 @@ from orders import capacity
 from orders.models import Order, OrderStatus, Trade
 from orders.selectors import fill_list, order_get, order_list
 from orders.services import (
+    OrderRequest,
     order_cancel,
     order_cancel_all,
     order_place,
+    order_place_many,
     order_request_parse,
     order_wait,
+    orders_wait,
 )
 from orders.units import lots_to_quantity, ticks_to_price, units_to_amount
 
@@ -118,12 +121,12 @@ class OrderBodySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-def _place(request: Request, data: Any) -> tuple[Order, bool]:
+def _parse(data: Any) -> OrderRequest:
     body = OrderBodySerializer(data=data)
     body.is_valid(raise_exception=True)
     values = body.validated_data
     market = market_get(symbol=values["market"])
-    parsed = order_request_parse(
+    return order_request_parse(
         market=market,
         side=values["side"],
         type=values["type"],
@@ -135,7 +138,10 @@ def _place(request: Request, data: Any) -> tuple[Order, bool]:
         stp=values.get("stp"),
         client_order_id=values.get("client_order_id"),
     )
-    order, created = order_place(user=request.user, request=parsed)
+
+
+def _place(request: Request, data: Any) -> tuple[Order, bool]:
+    order, created = order_place(user=request.user, request=_parse(data))
     if order.status == OrderStatus.PENDING:
         order = order_wait(order=order, timeout=settings.ORDER_WAIT_SECONDS)
     return order, created
@@ -217,24 +223,38 @@ class OrderBatchApi(APIView):
             raise ValidationFailed('Send {"orders": [...]} with 1 to 50 orders.')
         if len(orders) > MAX_BATCH:
             raise ValidationFailed(f"At most {MAX_BATCH} orders per batch.")
-        results = []
-        for item in orders:
+        results: list[dict[str, Any] | None] = [None] * len(orders)
+        parsed: list[tuple[int, OrderRequest]] = []
+        for position, item in enumerate(orders):
             try:
-                order, created = _place(request, item)
+                parsed.append((position, _parse(item)))
             except ExchangeError as error:
-                results.append(
-                    {
-                        "status": error.http_status,
-                        **error_body(error.code, error.message, error.details),
-                    }
-                )
+                results[position] = _error_result(error)
             except serializers.ValidationError as error:
-                results.append(
-                    {"status": 400, **error_body("invalid", "Invalid order.", error.detail)}
-                )
+                results[position] = {
+                    "status": 400,
+                    **error_body("invalid", "Invalid order.", error.detail),
+                }
+        placed = order_place_many(user=request.user, requests=[r for _, r in parsed])
+        done = [(p, outcome) for (p, _), outcome in zip(parsed, placed, strict=True)]
+        waited = orders_wait(
+            orders=[o[0] for _, o in done if not isinstance(o, ExchangeError)],
+            timeout=settings.ORDER_WAIT_SECONDS,
+        )
+        answers = iter(waited)
+        for position, outcome in done:
+            if isinstance(outcome, ExchangeError):
+                results[position] = _error_result(outcome)
             else:
-                results.append({"status": 201 if created else 200, "order": order_json(order)})
+                results[position] = {
+                    "status": 201 if outcome[1] else 200,
+                    "order": order_json(next(answers)),
+                }
         return Response({"results": results})
+
+
+def _error_result(error: ExchangeError) -> dict[str, Any]:
+    return {"status": error.http_status, **error_body(error.code, error.message, error.details)}
 
 
 class OrderDetailApi(APIView):

@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import User
 from exchange.errors import (
     DuplicateClientOrderId,
+    ExchangeError,
     MarketClosed,
     MarketHalted,
     NoLiquidity,
@@ -43,6 +44,9 @@ from orders.models import (
 )
 from orders.selectors import engine_state_get, order_get
 from orders.units import fee_units, notional_units, price_to_ticks, quantity_to_lots
+
+# How often a request waiting for the runner re-reads its order (a primary-key lookup).
+WAIT_POLL_SECONDS = 0.003
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,103 @@ def _existing_for_client_id(user: User, request: OrderRequest) -> Order | None:
     return existing
 
 
+def _order_hold(request: OrderRequest) -> tuple[int | None, str, int]:
+    """(market-order protection ticks, hold asset, hold amount) for a new order."""
+    market = request.market
+    market_check_accepting(market)
+    protection = None
+    if request.type == OrderType.MARKET:
+        protection = _protection_ticks(market, request.side)
+    engine_ticks = request.price_ticks if protection is None else protection
+    assert engine_ticks is not None
+    if request.side == Side.BUY:
+        return (
+            protection,
+            market.quote_currency,
+            buy_hold_units(market, engine_ticks, request.quantity_lots),
+        )
+    return protection, market.symbol, request.quantity_lots * market.tokens_per_lot
+
+
+def _order_new(
+    user: User,
+    request: OrderRequest,
+    protection: int | None,
+    hold_asset: str,
+    hold_amount: int,
+    capacity_listing_id: int | None = None,
+) -> Order:
+    return Order(
+        user=user,
+        market=request.market,
+        client_order_id=request.client_order_id,
+        request_fingerprint=request.fingerprint(),
+        side=request.side,
+        type=request.type,
+        price_ticks=request.price_ticks,
+        protection_ticks=protection,
+        quantity_lots=request.quantity_lots,
+        time_in_force=request.time_in_force,
+        expire_time=request.expire_time,
+        post_only=request.post_only,
+        stp=request.stp,
+        hold_asset=hold_asset,
+        hold_amount=hold_amount,
+        hold_remaining=hold_amount,
+        capacity_listing_id=capacity_listing_id,
+    )
+
+
+def order_place_many(
+    *, user: User, requests: list[OrderRequest]
+) -> list[tuple[Order, bool] | ExchangeError]:
+    """Place a batch: one transaction for all of them when every order is new and covered.
+
+    Otherwise (a refusal, a replayed client_order_id) each order is placed on its own, so each
+    gets its own answer. Returns, per request, (order, created) or the error refusing it.
+    """
+    client_ids = [r.client_order_id for r in requests if r.client_order_id is not None]
+    fast = len(set(client_ids)) == len(client_ids) and not (
+        client_ids and Order.objects.filter(user=user, client_order_id__in=client_ids).exists()
+    )
+    if fast:
+        try:
+            orders = []
+            for request in requests:
+                protection, hold_asset, hold_amount = _order_hold(request)
+                orders.append(_order_new(user, request, protection, hold_asset, hold_amount))
+            with transaction.atomic(durable=True):
+                Order.objects.bulk_create(orders)
+                ledger.hold_place_many(
+                    holds=[
+                        ledger.HoldRequest(
+                            user=user,
+                            asset=o.hold_asset,
+                            amount=o.hold_amount,
+                            reference=f"order:{o.id}",
+                            idempotency_key=f"order:{o.id}:hold",
+                        )
+                        for o in orders
+                    ]
+                )
+                OrderCommand.objects.bulk_create(
+                    [OrderCommand(market=o.market, order=o, kind=CommandKind.NEW) for o in orders]
+                )
+        except (ExchangeError, IntegrityError):
+            pass  # fall back to one transaction per order, for an answer per order
+        else:
+            for market in {o.market_id: o.market for o in orders}.values():
+                engine_notify(market=market)
+            return [(order, True) for order in orders]
+    results: list[tuple[Order, bool] | ExchangeError] = []
+    for request in requests:
+        try:
+            results.append(order_place(user=user, request=request))
+        except ExchangeError as error:
+            results.append(error)
+    return results
+
+
 def order_place(
     *, user: User, request: OrderRequest, capacity_listing_id: int | None = None
 ) -> tuple[Order, bool]:
@@ -206,39 +307,13 @@ def order_place(
     if existing is not None:
         return existing, False
     market = request.market
-    market_check_accepting(market)
-    protection = None
-    if request.type == OrderType.MARKET:
-        protection = _protection_ticks(market, request.side)
-    engine_ticks = request.price_ticks if protection is None else protection
-    assert engine_ticks is not None
-    if request.side == Side.BUY:
-        hold_asset = market.quote_currency
-        hold_amount = buy_hold_units(market, engine_ticks, request.quantity_lots)
-    else:
-        hold_asset = market.symbol
-        hold_amount = request.quantity_lots * market.tokens_per_lot
+    protection, hold_asset, hold_amount = _order_hold(request)
     try:
         with transaction.atomic(durable=True):
-            order = Order.objects.create(
-                user=user,
-                market=market,
-                client_order_id=request.client_order_id,
-                request_fingerprint=request.fingerprint(),
-                side=request.side,
-                type=request.type,
-                price_ticks=request.price_ticks,
-                protection_ticks=protection,
-                quantity_lots=request.quantity_lots,
-                time_in_force=request.time_in_force,
-                expire_time=request.expire_time,
-                post_only=request.post_only,
-                stp=request.stp,
-                hold_asset=hold_asset,
-                hold_amount=hold_amount,
-                hold_remaining=hold_amount,
-                capacity_listing_id=capacity_listing_id,
+            order = _order_new(
+                user, request, protection, hold_asset, hold_amount, capacity_listing_id
             )
+            order.save(force_insert=True)
             ledger.hold_place(
                 user=user,
                 asset=hold_asset,
@@ -304,12 +379,24 @@ def engine_notify(*, market: Market) -> None:
 def order_wait(*, order: Order, timeout: float) -> Order:
     """Re-read the order until the runner has processed it or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
-    delay = 0.002
     while order.status == OrderStatus.PENDING and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        time.sleep(WAIT_POLL_SECONDS)
         order.refresh_from_db()
     return order
+
+
+def orders_wait(*, orders: list[Order], timeout: float) -> list[Order]:
+    """Wait for a batch: one query per poll for all the orders still pending."""
+    deadline = time.monotonic() + timeout
+    by_id = {order.id: order for order in orders}
+    pending = {i for i, o in by_id.items() if o.status == OrderStatus.PENDING}
+    while pending and time.monotonic() < deadline:
+        time.sleep(WAIT_POLL_SECONDS)
+        for fresh in Order.objects.select_related("market").filter(id__in=pending):
+            if fresh.status != OrderStatus.PENDING:
+                by_id[fresh.id] = fresh
+                pending.discard(fresh.id)
+    return [by_id[order.id] for order in orders]
 
 
 def order_for_user(*, user: User, order_id: int) -> Order:

@@ -168,6 +168,25 @@ def hold_place(
     )
 
 
+def hold_place_many(*, holds: list[HoldRequest]) -> list[LedgerTransaction]:
+    """Several holds in one journal post (a batch of orders): all placed, or none.
+
+    Raises ``InsufficientFunds`` with nothing written if any of them cannot be covered.
+    """
+    entries = [
+        _entry(
+            kind=TransactionKind.HOLD,
+            reference=request.reference,
+            idempotency_key=request.idempotency_key,
+            legs=_move(
+                request.user.pk, _asset(request.asset), AVAILABLE, HELD, _positive(request.amount)
+            ),
+        )
+        for request in holds
+    ]
+    return journal_post(entries) if entries else []
+
+
 def _release_entry(request: HoldRequest) -> Entry:
     legs = _move(request.user.pk, _asset(request.asset), HELD, AVAILABLE, _positive(request.amount))
     return _entry(

@@ -415,3 +415,27 @@ def test_journal_replays_to_the_same_trades(market, trader, fund) -> None:
     )
     assert replayed == stored
     assert len(stored) == 3
+
+
+def test_batch_of_covered_orders_is_placed_together_and_replays_by_client_id(
+    market, trader, fund
+) -> None:
+    buyer = trader()
+    fund(buyer.user, cny=100)
+    body = {
+        "orders": [
+            {"market": SYMBOL, "side": "buy", "price": f"7.0{i}", "quantity": "1",
+             "client_order_id": f"batch-{i}"}
+            for i in range(5)
+        ]
+    }  # fmt: skip
+    first = buyer.post("/api/v1/orders/batch", body, format="json").json()["results"]
+    assert [r["status"] for r in first] == [201] * 5
+    assert [r["order"]["status"] for r in first] == ["open"] * 5
+    assert [r["order"]["price"] for r in first] == ["7", "7.01", "7.02", "7.03", "7.04"]
+    held = balance(buyer.user, "CNY")[1]
+    again = buyer.post("/api/v1/orders/batch", body, format="json").json()["results"]
+    assert [r["status"] for r in again] == [200] * 5
+    assert [r["order"]["id"] for r in again] == [r["order"]["id"] for r in first]
+    assert balance(buyer.user, "CNY")[1] == held
+    assert Order.objects.count() == 5
