@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--market", action="append", dest="markets", default=None)
-        parser.add_argument("--idle-sleep", type=float, default=0.005)
+        parser.add_argument("--idle-sleep", type=float, default=0.002)
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.basicConfig(level=logging.INFO)
