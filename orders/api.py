@@ -6,6 +6,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
@@ -149,10 +150,12 @@ def _place(request: Request, data: Any) -> tuple[Order, bool]:
 
 def _with_fills(order: Order) -> dict[str, Any]:
     data = order_json(order)
-    trades = Trade.objects.select_related("market").filter(
-        taker_order=order
-    ) | Trade.objects.select_related("market").filter(maker_order=order)
-    data["fills"] = [fill_json(t, order.user_id) for t in trades.order_by("id")]
+    data["fills"] = []
+    if order.filled_lots:
+        trades = Trade.objects.select_related("market").filter(
+            Q(taker_order=order) | Q(maker_order=order)
+        )
+        data["fills"] = [fill_json(t, order.user_id) for t in trades.order_by("id")]
     return data
 
 
