@@ -314,4 +314,4 @@ CONTENT_SECURITY_POLICY = {
 # DEMO is set (`make run` sets DEMO=1); production and tests never run bots by accident.
 DEMO = env.bool("DEMO", default=False)
 DEMO_BOTS = env.int("DEMO_BOTS", default=6)
-DEMO_RATE = env.float("DEMO_RATE", default=4.0)  # orders per second, all bots together
+DEMO_RATE = env.float("DEMO_RATE", default=6.0)  # orders per second, all bots together

@@ -1,5 +1,5 @@
 // The markets table, live: one ticker subscription for every market on the page.
-import { decimalsOf } from "exchange/decimal";
+import { decimalsOf, toText } from "exchange/decimal";
 import { Feed } from "exchange/feed";
 import { number } from "exchange/format";
 
@@ -18,8 +18,10 @@ if (rows.size) {
     const row = rows.get(t.market);
     if (!row) return;
     const cell = (name) => row.querySelector(`[data-field=${name}]`);
+    const decimals = decimalsOf(row.dataset.tick || "0.01");
+    const price = (value) => (value ? toText(value, decimals) : "—");
     const previous = cell("last").textContent;
-    if (t.last) cell("last").textContent = t.last;
+    if (t.last) cell("last").textContent = price(t.last);
     if (previous !== cell("last").textContent) {
       row.classList.remove("flash-row");
       void row.offsetWidth; // restart the highlight animation
@@ -30,8 +32,8 @@ if (rows.size) {
     cell("change").textContent = change === null ? "—" : `${change}%`;
     cell("change").className = `num ${direction}`;
     cell("volume").textContent = number(t.volume_24h, 0, decimalsOf("0.001"));
-    cell("bid").textContent = t.bid ?? "—";
-    cell("ask").textContent = t.ask ?? "—";
+    cell("bid").textContent = price(t.bid);
+    cell("ask").textContent = price(t.ask);
     row.dataset.updated = String(Date.now());
   });
   feed.subscribe(["ticker"], [...rows.keys()]);
