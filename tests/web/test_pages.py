@@ -34,7 +34,7 @@ def test_public_pages_render_for_visitors(client: Client, market) -> None:
 
 
 @pytest.mark.parametrize(
-    "name,args",
+    ("name", "args"),
     [
         ("web:portfolio", []),
         ("web:provider", []),
@@ -89,10 +89,12 @@ def test_provider_lists_capacity_and_sees_it(make_user, market) -> None:
     )
     assert response.status_code == 200
     body = response.content.decode()
-    assert 'id="provider-dashboard"' in body and "<html" not in body  # the partial only
+    assert 'id="provider-dashboard"' in body
+    assert "<html" not in body
     listing = CapacityListing.objects.get(provider=user)
     assert listing.quantity_lots == 50_000
-    assert "9.5" in body and "50,000,000" in body
+    assert "9.5" in body
+    assert "50,000,000" in body
     assert Order.objects.get(user=user).side == "sell"
 
 
@@ -155,7 +157,7 @@ def test_place_and_cancel_an_order_through_the_htmx_views(make_user, market, fun
 
 
 def test_order_errors_are_shown_and_nothing_is_placed(make_user, market) -> None:
-    client, user = logged_in(make_user, "buyer")
+    client, _user = logged_in(make_user, "buyer")
     response = client.post(
         reverse("web:order_create", args=[SYMBOL]),
         {"side": "buy", "type": "limit", "price": "8.105", "quantity": "1"},
@@ -241,7 +243,8 @@ def test_pages_carry_a_nonce_csp_and_no_inline_script_without_it(client: Client,
     response = client.get(reverse("web:trade", args=[SYMBOL]))
     policy = response["Content-Security-Policy"]
     nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
-    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    assert "'unsafe-inline'" not in policy
+    assert "'unsafe-eval'" not in policy
     body = response.content.decode()
     scripts = re.findall(r"<script\b([^>]*)>", body)
     assert scripts
