@@ -10,6 +10,7 @@ import logging
 import threading
 
 from django.conf import settings
+from django.db import connection
 
 from exchange.markets.models import Market
 from exchange.runner.core import MarketRunner
@@ -22,12 +23,20 @@ _thread: threading.Thread | None = None
 _wake = threading.Event()
 
 
+NOTIFY_CHANNEL = "exchange_engine"
+
+
 def notify(market: Market) -> None:
+    """Wake the market's runner: call after the transaction that journalled commands."""
     mode = settings.ENGINE_RUNNER
     if mode == "inline":
         inline_process(market)
     elif mode == "embedded":
         _wake.set()
+    if mode != "inline" and connection.vendor == "postgresql":
+        # Runners in other processes LISTEN; they also poll, so a lost wake-up only delays.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(market.id)])
 
 
 def inline_process(market: Market) -> int:

@@ -8,11 +8,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.markets.models import Market
 from exchange.runner.core import RESTING, MarketRunner
+from exchange.runner.embedded import NOTIFY_CHANNEL
 from exchange.runner.locks import market_lock_release, market_lock_try
 from orders.models import CommandKind, Order, OrderCommand
 
@@ -59,6 +60,7 @@ class RunnerLoop:
         self.wake = wake or threading.Event()
         self._last_expiry = 0.0
         self._last_claim = 0.0
+        self.listening = False
 
     def claim(self) -> None:
         markets = Market.objects.all()
@@ -90,15 +92,48 @@ class RunnerLoop:
                 expire_due_orders(market=runner.market)
             self._last_expiry = now
         done = 0
-        for runner in self.runners.values():
+        for runner in list(self.runners.values()):
             try:
                 done += runner.step()
             except Exception:
                 logger.exception("runner step failed for %s; rebuilding", runner.market.symbol)
+                if not connection.is_usable():
+                    # The session is gone, and with it our advisory locks: claim afresh.
+                    logger.error("database session lost: dropping all markets to re-claim")
+                    self.runners.clear()
+                    connection.close()
+                    self._last_claim = 0.0
+                    return 0
                 time.sleep(0.1)
         return done
 
+    def _wait(self) -> None:
+        """Sleep until woken (NOTIFY from order intake, or the in-process event) or timeout."""
+        if self.listening:
+            try:
+                raw = connection.connection
+                woken = list(raw.notifies(timeout=self.idle_sleep, stop_after=1))
+                if woken:
+                    # one wake-up serves every order journalled so far: drain the rest (the
+                    # generators hold the connection's lock: never nest them)
+                    list(raw.notifies(timeout=0.001))
+            except Exception:  # the session broke; run_once notices and re-claims
+                logger.warning("waiting for notifications failed", exc_info=True)
+                self.listening = False
+                time.sleep(self.idle_sleep)
+            return
+        self.wake.wait(self.idle_sleep)
+        self.wake.clear()
+
+    def _listen(self) -> None:
+        if connection.vendor == "postgresql" and not self.listening:
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.listening = True
+
     def run_forever(self, *, on_ready: Callable[[list[str]], None] | None = None) -> None:
+        # This thread keeps ONE database session for its whole life: the advisory locks live
+        # in it (never call close_old_connections here).
         self.claim()
         self._last_claim = time.monotonic()
         if on_ready is not None:
@@ -106,9 +141,10 @@ class RunnerLoop:
         try:
             while not self.stop.is_set():
                 if self.run_once() == 0:
-                    self.wake.wait(self.idle_sleep)
-                    self.wake.clear()
-                    close_old_connections()
+                    if connection.connection is None or not self.listening:
+                        self.listening = False
+                        self._listen()
+                    self._wait()
         finally:
             self.release()
             connection.close()

@@ -49,7 +49,7 @@ class RunnerProcess:
         """Start the runner; returns seconds until it holds the market lock."""
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_engine", "--idle-sleep", "0.002"],
+            [sys.executable, "manage.py", "run_engine"],
             cwd=ROOT,
             env=runner_env(),
             stdout=subprocess.PIPE,

@@ -75,8 +75,7 @@ class Command(BaseCommand):
             cwd=ROOT, env=env,
         )  # fmt: skip
         engine = subprocess.Popen(
-            [sys.executable, "manage.py", "run_engine", "--market", SYMBOL,
-             "--idle-sleep", "0.002"],
+            [sys.executable, "manage.py", "run_engine", "--market", SYMBOL],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:

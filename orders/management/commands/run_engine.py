@@ -16,7 +16,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--market", action="append", dest="markets", default=None)
-        parser.add_argument("--idle-sleep", type=float, default=0.002)
+        parser.add_argument(
+            "--idle-sleep",
+            type=float,
+            default=0.25,
+            help="Longest wait between polls; order intake wakes the runner with NOTIFY.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.basicConfig(level=logging.INFO)
