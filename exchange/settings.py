@@ -139,11 +139,21 @@ STORAGES = {
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
+    # pubsub: one Redis publish per group message, fanned out inside each ASGI process to its
+    # own connections (the core layer writes one Redis list entry per subscriber instead).
+    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
-        }
+        "default": (
+            {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [REDIS_URL]},
+            }
+            if CHANNEL_LAYER == "pubsub"
+            else {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            }
+        )
     }
     CACHES = {
         "default": {

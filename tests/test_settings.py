@@ -51,7 +51,7 @@ def test_redis_backs_cache_and_channel_layer_when_configured(redis_url: str) -> 
     from django.conf import settings
     from django.core.cache import cache
 
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis.")
     cache.set("ci-probe", "42", 10)
     assert cache.get("ci-probe") == "42"
     layer = get_channel_layer()

@@ -35,7 +35,7 @@ from exchange.ledger import services as ledger
 from exchange.ledger.selectors import balance_get
 from exchange.markets.models import Market
 from exchange.markets.services import DEMO_MARKETS, market_create
-from exchange.runner.core import MarketRunner
+from exchange.runner.core import BATCH_SIZE, MarketRunner
 from orders.models import OrderCommand
 from orders.services import order_place, order_request_parse
 
@@ -151,7 +151,7 @@ class Command(BaseCommand):
             f"intake: {options['orders']} orders in {intake:.1f}s "
             f"({options['orders'] / intake:,.0f} orders/s, one transaction each, in-process)\n"
             f"runner: {processed} of {pending} pending commands committed in {elapsed:.2f}s "
-            f"= {processed / elapsed:,.0f} commands/s durable (batches of 1000)"
+            f"= {processed / elapsed:,.0f} commands/s durable (batches of up to {BATCH_SIZE})"
         )
 
     def bench_api(self, options: dict[str, Any]) -> None:
