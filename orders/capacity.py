@@ -8,6 +8,7 @@ a Celery periodic task; it runs in two passes because cancels go through the eng
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from accounts.models import Profile, User
-from exchange.errors import Forbidden, ValidationFailed
+from exchange.errors import ExchangeError, Forbidden, ValidationFailed
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
 from exchange.markets.models import Market
@@ -28,6 +29,8 @@ from orders.services import (
     order_request_parse,
 )
 from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price
+
+logger = logging.getLogger(__name__)
 
 
 def _require_provider(user: User) -> None:
@@ -117,7 +120,7 @@ def allocation_list_json(*, user: User) -> list[dict[str, Any]]:
     )
     markets = Market.objects.in_bulk({row["market_id"] for row in rows})
     sellers = {
-        p.user_id: p.display_name or p.user.email
+        p.user_id: p.display_name or f"Provider #{p.user_id}"
         for p in Profile.objects.select_related("user").filter(
             user_id__in={row["seller_id"] for row in rows}
         )
@@ -144,6 +147,27 @@ def allocation_list_json(*, user: User) -> list[dict[str, Any]]:
     return result
 
 
+def _listing_retire(listing: CapacityListing) -> None:
+    market = listing.market
+    with transaction.atomic(durable=True):
+        figures = _listing_figures(listing)
+        available = ledger_selectors.balance_get(
+            user=listing.provider, asset=market.symbol
+        ).available
+        tokens = min(figures["unsold"] * market.tokens_per_lot, available)
+        if tokens > 0:
+            ledger.capacity_retire(
+                user=listing.provider,
+                market=market,
+                tokens=tokens,
+                reference=f"listing:{listing.id}",
+                idempotency_key=f"listing:{listing.id}:retire",
+            )
+        listing.retired_tokens = tokens
+        listing.status = ListingStatus.EXPIRED
+        listing.save(update_fields=["retired_tokens", "status"])
+
+
 def capacity_expire_due(*, now: datetime | None = None) -> int:
     """Cancel asks of due listings (first pass), then retire unsold tokens (second pass)."""
     moment = now or timezone.now()
@@ -152,9 +176,23 @@ def capacity_expire_due(*, now: datetime | None = None) -> int:
         status__in=(ListingStatus.ACTIVE, ListingStatus.EXPIRING), available_until__lte=moment
     )
     for listing in due:
+        # The provider's asks in the market go with the listing, unless another of their
+        # listings in the market is still live: then only this listing's own asks do.
+        other_live = (
+            CapacityListing.objects.filter(
+                provider=listing.provider,
+                market=listing.market,
+                status=ListingStatus.ACTIVE,
+                available_until__gt=moment,
+            )
+            .exclude(id=listing.id)
+            .exists()
+        )
         open_asks = Order.objects.filter(
             user=listing.provider, market=listing.market, side="sell", status__in=OPEN_STATUSES
         )
+        if other_live:
+            open_asks = open_asks.filter(capacity_listing=listing)
         if open_asks.exists():
             for order_id in open_asks.values_list("id", flat=True):
                 try:
@@ -165,23 +203,11 @@ def capacity_expire_due(*, now: datetime | None = None) -> int:
                 listing.status = ListingStatus.EXPIRING
                 listing.save(update_fields=["status"])
             continue
-        figures = _listing_figures(listing)
-        market = listing.market
-        available = ledger_selectors.balance_get(
-            user=listing.provider, asset=market.symbol
-        ).available
-        tokens = min(figures["unsold"] * market.tokens_per_lot, available)
-        with transaction.atomic(durable=True):
-            if tokens > 0:
-                ledger.capacity_retire(
-                    user=listing.provider,
-                    market=market,
-                    tokens=tokens,
-                    reference=f"listing:{listing.id}",
-                    idempotency_key=f"listing:{listing.id}:retire",
-                )
-            listing.retired_tokens = tokens
-            listing.status = ListingStatus.EXPIRED
-            listing.save(update_fields=["retired_tokens", "status"])
+        try:
+            _listing_retire(listing)
+        except ExchangeError:
+            # e.g. the provider placed an ask meanwhile: the next run tries again
+            logger.warning("retiring listing %s failed; will retry", listing.id, exc_info=True)
+            continue
         handled += 1
     return handled

@@ -80,6 +80,10 @@ class Order(models.Model):
     hold_asset = models.CharField(max_length=40)
     hold_amount = models.BigIntegerField(help_text="Ledger units held when the order was placed.")
     hold_remaining = models.BigIntegerField(help_text="Ledger units still held for this order.")
+    # The market's fee rates when the order was accepted: its hold was sized with them, so a
+    # later change of the market's rates applies to new orders only.
+    maker_fee_rate = models.DecimalField(max_digits=6, decimal_places=5, default=0)
+    taker_fee_rate = models.DecimalField(max_digits=6, decimal_places=5, default=0)
     cost = models.BigIntegerField(default=0, help_text="Quote ledger units traded (before fees).")
     fee = models.BigIntegerField(default=0, help_text="Quote ledger units paid in fees.")
     capacity_listing = models.ForeignKey(

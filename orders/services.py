@@ -45,6 +45,9 @@ from orders.models import (
 from orders.selectors import engine_state_get, order_get
 from orders.units import fee_units, notional_units, price_to_ticks, quantity_to_lots
 
+# Ledger amounts are bigint: keep every hold (and so every fill) far inside that range.
+MAX_HOLD_UNITS = 10**18
+
 # How often a request waiting for the runner re-reads its order (a primary-key lookup).
 WAIT_POLL_SECONDS = 0.003
 
@@ -167,7 +170,10 @@ def buy_hold_units(market: Market, ticks: int, lots: int) -> int:
     """
     notional = notional_units(market, ticks, lots)
     rate = max(market.maker_fee_rate, market.taker_fee_rate)
-    return notional + fee_units(notional, rate) + lots
+    hold = notional + fee_units(notional, rate) + lots
+    if hold >= MAX_HOLD_UNITS:
+        raise ValidationFailed("The order is too large.", details={"quantity": "too_large"})
+    return hold
 
 
 def _protection_ticks(market: Market, side: str) -> int:
@@ -242,6 +248,8 @@ def _order_new(
         hold_amount=hold_amount,
         hold_remaining=hold_amount,
         capacity_listing_id=capacity_listing_id,
+        maker_fee_rate=request.market.maker_fee_rate,
+        taker_fee_rate=request.market.taker_fee_rate,
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
 
 from exchange.errors import ValidationFailed
 from exchange.markets.models import Market
+
+MAX_TICKS = 10**12
 
 
 def parse_decimal(value: object, field: str) -> Decimal:
@@ -26,7 +28,11 @@ def price_to_ticks(market: Market, value: object) -> int:
     price = parse_decimal(value, "price")
     if price <= 0:
         raise ValidationFailed("price must be positive.", details={"price": "not_positive"})
-    ticks = price / market.tick_size
+    with localcontext() as context:
+        context.prec = 80  # exact division: 28 digits could round an off-tick price onto a tick
+        ticks = price / market.tick_size
+    if ticks > MAX_TICKS:
+        raise ValidationFailed("price is too large.", details={"price": "too_large"})
     if ticks != ticks.to_integral_value():
         raise ValidationFailed(
             f"price {price} is not a multiple of the tick size {market.tick_size.normalize()}.",
@@ -39,7 +45,9 @@ def quantity_to_lots(market: Market, value: object) -> int:
     quantity = parse_decimal(value, "quantity")
     if quantity <= 0:
         raise ValidationFailed("quantity must be positive.", details={"quantity": "not_positive"})
-    lots = quantity / market.lot_size
+    with localcontext() as context:
+        context.prec = 80
+        lots = quantity / market.lot_size
     if lots != lots.to_integral_value():
         raise ValidationFailed(
             f"quantity {quantity} MTok is not a multiple of the lot size "

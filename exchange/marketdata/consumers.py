@@ -34,7 +34,6 @@ from exchange.marketdata.selectors import (
     candles_list,
     price_text,
     quantity_text,
-    ticker_forget,
     ticker_get,
     trade_public,
 )
@@ -344,7 +343,6 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         """Coalesce: at most one ticker per market per WS_TICKER_INTERVAL seconds."""
         wait = settings.WS_TICKER_INTERVAL - (time.monotonic() - self.ticker_sent.get(market.id, 0))
         if wait <= 0:
-            await database_sync_to_async(ticker_forget)(market_id=market.id)
             await self.send_ticker(market)
         elif market.id not in self.ticker_pending:
             self.ticker_pending.add(market.id)
@@ -353,7 +351,6 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.sleep(wait)
                 self.ticker_pending.discard(market.id)
                 if market.id in self.subscriptions:
-                    await database_sync_to_async(ticker_forget)(market_id=market.id)
                     await self.send_ticker(market)
 
             task = asyncio.ensure_future(later())

@@ -12,7 +12,7 @@ from django.db.models import Max, Min, Sum
 from exchange.marketdata.book_feed import SNAPSHOT_DEPTH
 from exchange.marketdata.checksum import book_checksum
 from exchange.marketdata.models import INTERVALS, Candle
-from exchange.marketdata.state import book_state_load, book_state_store
+from exchange.marketdata.state import book_key, book_state_load, ticker_key
 from exchange.markets.models import Market
 from orders.models import MarketEngineState, Order, Trade
 
@@ -59,7 +59,8 @@ def book_state_get(*, market: Market) -> dict[str, Any]:
         "asks": sides["sell"],
         "checksum": book_checksum(sides["buy"], sides["sell"]),
     }
-    book_state_store(market_id=market.id, state=state)
+    # add, not set: never overwrite a newer state the runner stored meanwhile
+    cache.add(book_key(market.id), state, timeout=None)
     return state
 
 
@@ -82,7 +83,7 @@ def book_public(*, market: Market, depth: int) -> dict[str, Any]:
 
 def ticker_get(*, market: Market) -> dict[str, Any]:
     """Last price, best bid/ask and 24h statistics (from 1m candles), cached for a second."""
-    key = f"marketdata:ticker:{market.id}"
+    key = ticker_key(market.id)
     cached = cache.get(key)
     if cached is not None:
         return cached
@@ -127,10 +128,6 @@ def ticker_get(*, market: Market) -> dict[str, Any]:
     }
     cache.set(key, ticker, timeout=1)
     return ticker
-
-
-def ticker_forget(*, market_id: int) -> None:
-    cache.delete(f"marketdata:ticker:{market_id}")
 
 
 def trade_public(market: Market, trade_id: int, ticks: int, lots: int, side: str, ms: int):

@@ -19,3 +19,12 @@ def book_state_store(*, market_id: int, state: dict[str, Any]) -> None:
 
 def book_state_load(*, market_id: int) -> dict[str, Any] | None:
     return cache.get(book_key(market_id))
+
+
+def ticker_key(market_id: int) -> str:
+    return f"marketdata:ticker:{market_id}"
+
+
+def ticker_forget(*, market_id: int) -> None:
+    """The runner calls this after each batch: the next ticker read recomputes."""
+    cache.delete(ticker_key(market_id))

@@ -12,6 +12,13 @@ class MarketAdmin(admin.ModelAdmin):
     search_fields = ["symbol", "model_name", "base"]
     actions = ["halt", "resume", "cancel_only"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Market | None = None) -> list[str]:
+        # Orders hold funds sized with these: they cannot change under a market with orders
+        # (fee rates can: each order keeps the rates it was accepted with).
+        if obj is not None and obj.orders.exists():
+            return ["symbol", "base", "quote_currency", "tick_size", "lot_size"]
+        return []
+
     @admin.action(description="Halt: refuse new orders, accept cancels")
     def halt(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
         self._set_status(request, queryset, MarketStatus.HALTED)

@@ -26,7 +26,7 @@ from exchange.ledger import services as ledger
 from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
 from exchange.marketdata.candles import candles_apply
 from exchange.marketdata.publisher import publish_batch
-from exchange.marketdata.state import book_state_store
+from exchange.marketdata.state import book_state_store, ticker_forget
 from exchange.markets.models import Market
 from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
@@ -79,6 +79,8 @@ ORDER_FIELDS = (
     "fee",
     "cancel_reason",
     "engine_seq",
+    "maker_fee_rate",
+    "taker_fee_rate",
 )
 
 
@@ -236,11 +238,13 @@ class MarketRunner:
             def after_commit() -> None:
                 if snapshot is not None:
                     book_state_store(market_id=market_id, state=snapshot)
+                ticker_forget(market_id=market_id)
                 publish_batch(
                     market_id=market_id, market_message=message, user_messages=user_messages
                 )
 
-            transaction.on_commit(after_commit)
+            # robust: a cache or channel-layer outage must not fail the (committed) batch
+            transaction.on_commit(after_commit, robust=True)
             return len(commands)
 
     def _apply_events(
@@ -254,7 +258,6 @@ class MarketRunner:
         market = self.market
         per_tick_lot = market.units_per_tick_lot
         tokens_per_lot = market.tokens_per_lot
-        taker_rate, maker_rate = market.taker_fee_rate, market.maker_fee_rate
         touched = effects.touched
         match_index = 0
         for event in events:
@@ -286,8 +289,10 @@ class MarketRunner:
                         seller=sell.user,
                         tokens=lots * tokens_per_lot,
                         notional=notional,
-                        buyer_fee_rate=taker_rate if buy is taker else maker_rate,
-                        seller_fee_rate=taker_rate if sell is taker else maker_rate,
+                        buyer_fee_rate=buy.taker_fee_rate if buy is taker else buy.maker_fee_rate,
+                        seller_fee_rate=(
+                            sell.taker_fee_rate if sell is taker else sell.maker_fee_rate
+                        ),
                         reference=reference,
                         idempotency_key=reference,
                     )

@@ -97,15 +97,22 @@ class RunnerLoop:
                 done += runner.step()
             except Exception:
                 logger.exception("runner step failed for %s; rebuilding", runner.market.symbol)
-                if not connection.is_usable():
-                    # The session is gone, and with it our advisory locks: claim afresh.
-                    logger.error("database session lost: dropping all markets to re-claim")
-                    self.runners.clear()
-                    connection.close()
-                    self._last_claim = 0.0
+                if self._recover():
                     return 0
                 time.sleep(0.1)
         return done
+
+    def _recover(self) -> bool:
+        """If the database session is gone (and our advisory locks with it), drop every market
+        so that the next turn re-claims them on a new session. Returns whether it was gone."""
+        if connection.connection is not None and connection.is_usable():
+            return False
+        logger.error("database session lost: dropping all markets to re-claim")
+        self.runners.clear()
+        connection.close()
+        self.listening = False
+        self._last_claim = 0.0
+        return True
 
     def _wait(self) -> None:
         """Sleep until woken (NOTIFY from order intake, or the in-process event) or timeout."""
@@ -140,7 +147,15 @@ class RunnerLoop:
             on_ready([runner.market.symbol for runner in self.runners.values()])
         try:
             while not self.stop.is_set():
-                if self.run_once() == 0:
+                try:
+                    done = self.run_once()
+                except Exception:
+                    # claim() and expiry run outside the steps: a lost session surfaces here
+                    logger.exception("runner loop failed; recovering")
+                    self._recover()
+                    time.sleep(0.5)
+                    continue
+                if done == 0:
                     if connection.connection is None or not self.listening:
                         self.listening = False
                         self._listen()

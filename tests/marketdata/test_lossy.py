@@ -43,6 +43,8 @@ class LossyLayer(InMemoryChannelLayer):
 
 @pytest.fixture
 def lossy_layer(settings):
+    # the test replays a day of gaps in seconds: no per-connection message limit here
+    settings.WS_RATE_BURST = 1_000_000
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "tests.marketdata.test_lossy.LossyLayer",

@@ -84,3 +84,28 @@ def test_expiry_cancels_asks_then_retires_unsold_tokens(market, trader, fund) ->
     assert balance(provider.user, SYMBOL) == (0, 0)
     assert balance(buyer.user, SYMBOL) == (500_000, 0)
     assert capacity_expire_due() == 0  # idempotent
+
+
+def test_expiry_keeps_the_asks_of_another_live_listing(market, trader, fund) -> None:
+    provider = trader(role="provider")
+    soon = (timezone.now() + timedelta(hours=1)).isoformat()
+    later = (timezone.now() + timedelta(hours=5)).isoformat()
+    for until, price in ((soon, "8.00"), (later, "9.00")):
+        response = provider.post(
+            "/api/v1/capacity",
+            {"market": SYMBOL, "quantity": "1", "available_until": until, "ask_price": price},
+            format="json",
+        )
+        assert response.status_code == 201
+    first = CapacityListing.objects.order_by("id").first()
+    CapacityListing.objects.filter(id=first.id).update(
+        available_until=timezone.now() - timedelta(seconds=1)
+    )
+    capacity_expire_due()
+    inline_process(market)
+    assert capacity_expire_due() == 1
+    statuses = dict(CapacityListing.objects.values_list("id", "status"))
+    assert statuses[first.id] == "expired"
+    live_ask = provider.get("/api/v1/orders?status=open").json()["results"]
+    assert [o["price"] for o in live_ask] == ["9"]
+    assert balance(provider.user, SYMBOL) == (0, 1_000_000)

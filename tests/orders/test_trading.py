@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -439,3 +440,31 @@ def test_batch_of_covered_orders_is_placed_together_and_replays_by_client_id(
     assert [r["order"]["id"] for r in again] == [r["order"]["id"] for r in first]
     assert balance(buyer.user, "CNY")[1] == held
     assert Order.objects.count() == 5
+
+
+def test_fee_rates_changed_on_a_live_market_apply_to_new_orders_only(market, trader, fund) -> None:
+    seller, buyer = trader(), trader()
+    fund(seller.user, tokens=1_000_000, market=market)
+    fund(buyer.user, cny=100)
+    bid = place(buyer, side="buy", price="8.00", quantity="1")  # held with the 0.2% rate
+    market.maker_fee_rate = Decimal("0.005")  # staff raise the fees above what was held
+    market.taker_fee_rate = Decimal("0.006")
+    market.save()
+    ask = place(seller, side="sell", price="8.00", quantity="1")
+    assert ask["status"] == "filled"
+    assert buyer.get(f"/api/v1/orders/{bid['id']}").json()["fee"] == "0.008"  # its own 0.1%
+    assert ask["fee"] == "0.048"  # the new taker rate, 0.6% of 8
+    assert balance(buyer.user, "CNY") == (100 * CNY - 8 * CNY - 800_000, 0)
+
+
+def test_absurd_prices_are_refused_not_500(market, trader, fund) -> None:
+    buyer = trader()
+    fund(buyer.user, cny=100)
+    for price in ("1e30", "99999999999999999999.99", "8.00000000000000000000000000001"):
+        response = buyer.post(
+            "/api/v1/orders",
+            {"market": SYMBOL, "side": "buy", "price": price, "quantity": "1"},
+            format="json",
+        )
+        assert response.status_code == 400, price
+    assert Order.objects.count() == 0
