@@ -139,9 +139,10 @@ STORAGES = {
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
-    # pubsub: one Redis publish per group message, fanned out inside each ASGI process to its
-    # own connections (the core layer writes one Redis list entry per subscriber instead).
-    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
+    # core: channels-redis RedisChannelLayer (one Redis list entry per subscriber); pubsub: one
+    # Redis publish per group message, fanned out inside each ASGI process (keeps nothing for a
+    # channel that is not listening at that moment).
+    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="core")
     CHANNEL_LAYERS = {
         "default": (
             {

@@ -1,5 +1,6 @@
 """Production settings pass ``check --deploy``; missing secrets are refused."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -55,6 +56,14 @@ def test_redis_backs_cache_and_channel_layer_when_configured(redis_url: str) -> 
     cache.set("ci-probe", "42", 10)
     assert cache.get("ci-probe") == "42"
     layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.send)(channel, {"type": "probe", "n": 1})
-    assert async_to_sync(layer.receive)(channel) == {"type": "probe", "n": 1}
+
+    async def round_trip() -> dict:
+        # A consumer listens before messages reach it (the pub/sub layer keeps nothing).
+        channel = await layer.new_channel()
+        await layer.group_add("ci-probe", channel)
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.2)
+        await layer.group_send("ci-probe", {"type": "probe", "n": 1})
+        return await asyncio.wait_for(receiving, timeout=5)
+
+    assert async_to_sync(round_trip)() == {"type": "probe", "n": 1}
