@@ -23,6 +23,8 @@ def journal_lines(*, market: Market) -> Iterator[str]:
     )
     for command in commands:
         order = command.order
+        if command.kind == CommandKind.NEW and order.engine_seq is None:
+            continue  # refused by the runner (market halted): it never reached the book
         if command.kind == CommandKind.NEW:
             body = {
                 "op": "new",

@@ -27,7 +27,7 @@ from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
 from exchange.marketdata.candles import candles_apply
 from exchange.marketdata.publisher import publish_batch
 from exchange.marketdata.state import book_state_store, ticker_forget
-from exchange.markets.models import Market
+from exchange.markets.models import Market, MarketStatus
 from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
     CommandKind,
@@ -45,6 +45,7 @@ RESTING = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 NEW, CANCEL, EXPIRE = CommandKind.NEW.value, CommandKind.CANCEL.value, CommandKind.EXPIRE.value
 PENDING, OPEN, PARTIAL = "pending", "open", "partially_filled"
 FILLED, CANCELLED, REJECTED = "filled", "cancelled", "rejected"
+HALTED = "market_halted"
 
 
 def engine_price(order: Any) -> int:
@@ -190,12 +191,23 @@ class MarketRunner:
             seq = state.seq
             applied: list[tuple[int, str, list[Any]]] = []
             new = book.new
+            # A market halted after an order was accepted must not match it: staff status
+            # changes are read in the batch's transaction, so no new order slips past a halt.
+            accepting = (
+                Market.objects.filter(id=self.market.id).values_list("status", flat=True).first()
+                == MarketStatus.OPEN
+            )
             for _, order_id, kind in commands:
                 seq += 1
                 order = orders[order_id]
                 if kind == NEW:
                     if order.status != PENDING:
                         raise RuntimeError(f"order {order.id} is {order.status}, not pending")
+                    if not accepting:
+                        # never reaches the book; the journal export leaves it out
+                        events = [("cancel", order.id, order.quantity_lots, HALTED)]
+                        applied.append((seq, kind, events))
+                        continue
                     order.engine_seq = seq
                     events = new(
                         order.id,

@@ -468,3 +468,32 @@ def test_absurd_prices_are_refused_not_500(market, trader, fund) -> None:
         )
         assert response.status_code == 400, price
     assert Order.objects.count() == 0
+
+
+def test_an_order_accepted_before_a_halt_is_not_matched_after_it(
+    market, trader, fund, settings
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    seller, buyer = trader(), trader()
+    fund(seller.user, tokens=1_000_000, market=market)
+    fund(buyer.user, cny=100)
+    place(seller, side="sell", price="8.00", quantity="1")
+    settings.ENGINE_RUNNER = "external"  # journalled, not yet matched
+    settings.ORDER_WAIT_SECONDS = 0
+    bid = place(buyer, side="buy", price="8.00", quantity="1")
+    assert bid["status"] == "pending"
+    market.status = MarketStatus.HALTED
+    market.save()
+    inline_process(market)
+    order = Order.objects.get(id=bid["id"])
+    assert (order.status, order.cancel_reason, order.filled_lots) == (
+        "cancelled", "market_halted", 0,
+    )  # fmt: skip
+    assert Trade.objects.count() == 0
+    assert balance(buyer.user, "CNY") == (100 * CNY, 0)
+    out = StringIO()
+    call_command("export_journal", SYMBOL, stdout=out)
+    assert f'"id":{bid["id"]}' not in out.getvalue()
