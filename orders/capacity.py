@@ -23,9 +23,11 @@ from exchange.ledger import services as ledger
 from exchange.markets.models import Market
 from orders.models import OPEN_STATUSES, CapacityListing, ListingStatus, Order, Trade
 from orders.services import (
+    engine_notify,
     market_check_accepting,
     order_cancel,
-    order_place,
+    order_hold_compute,
+    order_journal,
     order_request_parse,
 )
 from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price
@@ -57,6 +59,8 @@ def capacity_list(
         ask_request = order_request_parse(
             market=market, side="sell", type="limit", price=ask_price, quantity=quantity
         )
+    ask_hold = order_hold_compute(ask_request) if ask_request is not None else None
+    # One transaction: the listing, its tokens and its ask exist together or not at all.
     with transaction.atomic(durable=True):
         listing = CapacityListing.objects.create(
             provider=user,
@@ -72,8 +76,18 @@ def capacity_list(
             reference=f"listing:{listing.id}",
             idempotency_key=f"listing:{listing.id}:issue",
         )
+        if ask_request is not None and ask_hold is not None:
+            protection, hold_asset, hold_amount = ask_hold
+            order_journal(
+                user=user,
+                request=ask_request,
+                protection=protection,
+                hold_asset=hold_asset,
+                hold_amount=hold_amount,
+                capacity_listing_id=listing.id,
+            )
     if ask_request is not None:
-        order_place(user=user, request=ask_request, capacity_listing_id=listing.id)
+        engine_notify(market=market)
     return listing
 
 

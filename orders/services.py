@@ -318,18 +318,14 @@ def order_place(
     protection, hold_asset, hold_amount = _order_hold(request)
     try:
         with transaction.atomic(durable=True):
-            order = _order_new(
-                user, request, protection, hold_asset, hold_amount, capacity_listing_id
-            )
-            order.save(force_insert=True)
-            ledger.hold_place(
+            order = order_journal(
                 user=user,
-                asset=hold_asset,
-                amount=hold_amount,
-                reference=f"order:{order.id}",
-                idempotency_key=f"order:{order.id}:hold",
+                request=request,
+                protection=protection,
+                hold_asset=hold_asset,
+                hold_amount=hold_amount,
+                capacity_listing_id=capacity_listing_id,
             )
-            OrderCommand.objects.create(market=market, order=order, kind=CommandKind.NEW)
     except IntegrityError:
         # A concurrent request with the same client_order_id won the race.
         existing = _existing_for_client_id(user, request)
@@ -338,6 +334,35 @@ def order_place(
         return existing, False
     engine_notify(market=market)
     return order, True
+
+
+def order_hold_compute(request: OrderRequest) -> tuple[int | None, str, int]:
+    """(market-order protection ticks, hold asset, hold amount); refuses a closed market."""
+    return _order_hold(request)
+
+
+def order_journal(
+    *,
+    user: User,
+    request: OrderRequest,
+    protection: int | None,
+    hold_asset: str,
+    hold_amount: int,
+    capacity_listing_id: int | None = None,
+) -> Order:
+    """Insert the order, hold its funds and journal it. Runs inside the caller's transaction;
+    the caller calls ``engine_notify`` after commit."""
+    order = _order_new(user, request, protection, hold_asset, hold_amount, capacity_listing_id)
+    order.save(force_insert=True)
+    ledger.hold_place(
+        user=user,
+        asset=hold_asset,
+        amount=hold_amount,
+        reference=f"order:{order.id}",
+        idempotency_key=f"order:{order.id}:hold",
+    )
+    OrderCommand.objects.create(market=request.market, order=order, kind=CommandKind.NEW)
+    return order
 
 
 def order_cancel(*, user: User, order_id: int) -> Order:
