@@ -4,20 +4,16 @@ layer, a real websocket client library, orders placed over HTTP."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from websockets.sync.client import connect
 
 from accounts.services import api_key_create
+from tests.asgi_server import asgi_server
 from tests.marketdata.client import BookClient
 from tests.orders.conftest import SYMBOL
 
@@ -25,39 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(postgres, redis_url):
-    db = connection.settings_dict
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}"
-        f":{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "TEST_ENGINE_RUNNER": "embedded",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "exchange.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield base, port
-    process.terminate()
-    process.wait(timeout=20)
+    with asgi_server() as running:
+        yield running
+
+
+def text(units: int, step: str) -> str:
+    return format((Decimal(step) * units).normalize(), "f")
 
 
 def post(base: str, key: str, body: dict) -> dict:
@@ -115,7 +86,11 @@ def test_websocket_feed_over_a_real_server(server, market, make_user, fund) -> N
             json.loads(ws.recv(timeout=2))["last"] == "8.1"
         )
     bids, asks = client.levels()
-    assert [[f"{p / 100:g}", f"{q / 1000:g}"] for p, q in bids] == [r[:2] for r in final["bids"]]
-    assert [[f"{p / 100:g}", f"{q / 1000:g}"] for p, q in asks] == [r[:2] for r in final["asks"]]
+
+    def public(levels):
+        return [[text(p, "0.01"), text(q, "0.001")] for p, q in levels]
+
+    assert public(bids) == [row[:2] for row in final["bids"]]
+    assert public(asks) == [row[:2] for row in final["asks"]]
     assert client.checksum() == final["checksum"]
     assert final["bids"][0][:2] == ["8.15", "0.5"]

@@ -11,18 +11,14 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from accounts.services import api_key_create
+from tests.asgi_server import asgi_server
 from tests.conftest import REQUIRE_SERVICES
 from tests.orders.conftest import SYMBOL
 
@@ -51,43 +47,11 @@ def _require_chromium() -> None:
         pytest.fail("node_modules is missing: run `make install` (npm ci)", pytrace=False)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(postgres, redis_url):
     _require_chromium()
-    db = connection.settings_dict
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}"
-        f":{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "TEST_ENGINE_RUNNER": "embedded",
-        "DEMO": "0",
-        "WS_HEARTBEAT_SECONDS": "5",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "exchange.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
+    with asgi_server(DEMO="0", WS_HEARTBEAT_SECONDS="5") as (base, _port):
+        yield base
 
 
 @pytest.fixture(scope="module")
