@@ -25,6 +25,7 @@ from orders.services import (
     OrderRequest,
     order_cancel,
     order_cancel_all,
+    order_cancel_wait,
     order_place,
     order_place_many,
     order_request_parse,
@@ -272,23 +273,8 @@ class OrderDetailApi(APIView):
     def delete(self, request: Request, order_id: int) -> Response:
         order = order_cancel(user=request.user, order_id=order_id)
         order.refresh_from_db()
-        waiting = order_wait(order=_Waiting(order), timeout=settings.ORDER_WAIT_SECONDS)
-        return Response(order_json(waiting.order))
-
-
-class _Waiting:
-    """Adapter so ``order_wait`` waits for a cancel (status leaving the open states)."""
-
-    def __init__(self, order: Order) -> None:
-        self.order = order
-
-    @property
-    def status(self) -> str:
-        still_open = self.order.status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
-        return OrderStatus.PENDING if still_open else self.order.status
-
-    def refresh_from_db(self) -> None:
-        self.order.refresh_from_db()
+        order = order_cancel_wait(order=order, timeout=settings.ORDER_WAIT_SECONDS)
+        return Response(order_json(order))
 
 
 class FillListApi(APIView):

@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -30,6 +31,7 @@ from exchange.errors import (
     ValidationFailed,
 )
 from exchange.ledger import services as ledger
+from exchange.marketdata.state import runner_seq_key
 from exchange.markets.models import Market, MarketStatus
 from orders.models import (
     OPEN_STATUSES,
@@ -409,26 +411,49 @@ def engine_notify(*, market: Market) -> None:
     notify(market)
 
 
+def _runner_progress(market_ids: set[int]) -> tuple[object, ...]:
+    keys = [runner_seq_key(market_id) for market_id in sorted(market_ids)]
+    found = cache.get_many(keys)
+    return tuple(found.get(key) for key in keys)
+
+
 def order_wait(*, order: Order, timeout: float) -> Order:
-    """Re-read the order until the runner has processed it or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while order.status == OrderStatus.PENDING and time.monotonic() < deadline:
-        time.sleep(WAIT_POLL_SECONDS)
-        order.refresh_from_db()
-    return order
+    """Wait until the runner has processed the order, or ``timeout`` seconds pass."""
+    return orders_wait(orders=[order], timeout=timeout)[0]
 
 
-def orders_wait(*, orders: list[Order], timeout: float) -> list[Order]:
-    """Wait for a batch: one query per poll for all the orders still pending."""
+def order_cancel_wait(*, order: Order, timeout: float) -> Order:
+    """Wait until a cancelled order has left the book (or ``timeout`` seconds pass)."""
+    return orders_wait(orders=[order], timeout=timeout, settled=OPEN_STATUSES)[0]
+
+
+def orders_wait(
+    *,
+    orders: list[Order],
+    timeout: float,
+    settled: tuple[str, ...] = (OrderStatus.PENDING,),
+) -> list[Order]:
+    """Wait for orders to leave the ``settled`` statuses (by default: ``pending``).
+
+    The runner records each market's journal position in the cache after every commit; a
+    waiting request watches that (cheap) and re-reads its orders only when it moved, so many
+    waiting requests do not hammer the database.
+    """
     deadline = time.monotonic() + timeout
     by_id = {order.id: order for order in orders}
-    pending = {i for i, o in by_id.items() if o.status == OrderStatus.PENDING}
+    pending = {i for i, o in by_id.items() if o.status in settled}
+    markets = {by_id[i].market_id for i in pending}
+    seen = None
     while pending and time.monotonic() < deadline:
-        time.sleep(WAIT_POLL_SECONDS)
-        for fresh in Order.objects.select_related("market").filter(id__in=pending):
-            if fresh.status != OrderStatus.PENDING:
+        progress = _runner_progress(markets)
+        if progress != seen or progress == (None,) * len(markets):
+            seen = progress
+            for fresh in Order.objects.select_related("market").filter(id__in=pending):
                 by_id[fresh.id] = fresh
-                pending.discard(fresh.id)
+                if fresh.status not in settled:
+                    pending.discard(fresh.id)
+        if pending:
+            time.sleep(WAIT_POLL_SECONDS)
     return [by_id[order.id] for order in orders]
 
 

@@ -28,3 +28,12 @@ def ticker_key(market_id: int) -> str:
 def ticker_forget(*, market_id: int) -> None:
     """The runner calls this after each batch: the next ticker read recomputes."""
     cache.delete(ticker_key(market_id))
+
+
+def runner_seq_key(market_id: int) -> str:
+    return f"runner:seq:{market_id}"
+
+
+def runner_seq_store(*, market_id: int, seq: int) -> None:
+    """After each commit: how far the runner got (requests waiting for orders watch it)."""
+    cache.set(runner_seq_key(market_id), seq, timeout=None)

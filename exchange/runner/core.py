@@ -26,7 +26,7 @@ from exchange.ledger import services as ledger
 from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
 from exchange.marketdata.candles import candles_apply
 from exchange.marketdata.publisher import publish_batch
-from exchange.marketdata.state import book_state_store, ticker_forget
+from exchange.marketdata.state import book_state_store, runner_seq_store, ticker_forget
 from exchange.markets.models import Market, MarketStatus
 from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
@@ -248,6 +248,7 @@ class MarketRunner:
             snapshot = book_snapshot_build(book, state.book_seq) if book_update else None
 
             def after_commit() -> None:
+                runner_seq_store(market_id=market_id, seq=seq)
                 if snapshot is not None:
                     book_state_store(market_id=market_id, state=snapshot)
                 ticker_forget(market_id=market_id)
