@@ -31,9 +31,20 @@ class NewestFirst(CursorPagination):
     max_page_size = 200
 
 
+def _created_or_replayed(row: object) -> int:
+    return status.HTTP_200_OK if getattr(row, "replayed", False) else status.HTTP_201_CREATED
+
+
 class FundingRequestSerializer(serializers.Serializer):
     currency = serializers.ChoiceField(choices=currency_choices())
     amount = serializers.RegexField(r"^\d{1,12}(\.\d{1,2})?$", help_text='e.g. "100.50"')
+    client_request_id = serializers.CharField(
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=64,
+        help_text="Your own key: re-sending it returns the first request (200), never a second.",
+    )
 
 
 class DepositSerializer(serializers.Serializer):
@@ -109,8 +120,12 @@ class DepositListApi(_ListCreate):
             amount=data.validated_data["amount"],
             success_url=page,
             cancel_url=page,
+            client_request_id=data.validated_data.get("client_request_id"),
         )
-        return Response(DepositSerializer(deposit).data, status=status.HTTP_201_CREATED)
+        code = (
+            status.HTTP_200_OK if getattr(deposit, "replayed", False) else status.HTTP_201_CREATED
+        )
+        return Response(DepositSerializer(deposit).data, status=code)
 
 
 class WithdrawalListApi(_ListCreate):
@@ -135,9 +150,15 @@ class WithdrawalListApi(_ListCreate):
             user=request.user,
             currency=data.validated_data["currency"],
             amount=data.validated_data["amount"],
+            client_request_id=data.validated_data.get("client_request_id"),
+        )
+        code = (
+            status.HTTP_200_OK
+            if getattr(withdrawal, "replayed", False)
+            else status.HTTP_201_CREATED
         )
         withdrawal.refresh_from_db()
-        return Response(WithdrawalSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
+        return Response(WithdrawalSerializer(withdrawal).data, status=code)
 
 
 class PayoutAccountApi(APIView):

@@ -25,6 +25,8 @@ class Deposit(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposits"
     )
+    # A client's own key for the request: a retried POST returns the first row (NULL: none).
+    client_request_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     currency = models.CharField(max_length=3)
     amount = models.BigIntegerField(help_text="Ledger units (1e-8 of the currency).")
     status = models.CharField(
@@ -57,6 +59,11 @@ class Deposit(models.Model):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="funding_deposit_amount_pos"),
+            models.UniqueConstraint(
+                fields=["user", "client_request_id"],
+                condition=Q(client_request_id__isnull=False),
+                name="funding_deposit_unique_client_request",
+            ),
             models.CheckConstraint(
                 condition=Q(reversed_amount__gte=0) & Q(reversed_amount__lte=models.F("amount")),
                 name="funding_deposit_reversed_within_amount",
@@ -144,6 +151,8 @@ class Withdrawal(models.Model):
     connected_account = models.ForeignKey(
         ConnectedAccount, on_delete=models.PROTECT, related_name="withdrawals"
     )
+    # A client's own key for the request: a retried POST returns the first row (NULL: none).
+    client_request_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     currency = models.CharField(max_length=3)
     amount = models.BigIntegerField(help_text="Ledger units (1e-8 of the currency).")
     status = models.CharField(
@@ -173,6 +182,11 @@ class Withdrawal(models.Model):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="funding_withdrawal_amount_pos"),
+            models.UniqueConstraint(
+                fields=["user", "client_request_id"],
+                condition=Q(client_request_id__isnull=False),
+                name="funding_withdrawal_unique_client_request",
+            ),
             models.CheckConstraint(
                 condition=Q(status="processing") | Q(final_transaction__isnull=False),
                 name="funding_withdrawal_finished_has_transaction",

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -44,6 +44,7 @@ from accounts.funding.models import (
 from accounts.funding.stripe_gateway import StripeDefiniteError, StripeGatewayError
 from accounts.models import Profile
 from exchange.errors import (
+    Conflict,
     ExchangeError,
     Forbidden,
     FundingDisabled,
@@ -135,12 +136,38 @@ def _within(*, currency: str, units: int, minimum: str, maximum: str, what: str)
 
 
 # --- deposits -----------------------------------------------------------------------------------
+def _request_replayed(
+    model: Any, *, user: Any, client_request_id: str | None, currency: str, units: int
+) -> Any:
+    """The row an earlier request with this ``client_request_id`` made, marked ``replayed``;
+    None for a new key. The same key with another body is a conflict."""
+    if client_request_id is None:
+        return None
+    existing = model.objects.filter(user=user, client_request_id=client_request_id).first()
+    if existing is None:
+        return None
+    if (existing.currency, existing.amount) != (currency, units):
+        raise Conflict(
+            f"client_request_id {client_request_id!r} was used for a different request.",
+            details={"id": existing.pk},
+        )
+    existing.replayed = True
+    return existing
+
+
 def deposit_create(
-    *, user: Any, currency: str, amount: Any, success_url: str, cancel_url: str
+    *,
+    user: Any,
+    currency: str,
+    amount: Any,
+    success_url: str,
+    cancel_url: str,
+    client_request_id: str | None = None,
 ) -> Deposit:
     """Record a pending deposit, then open a Stripe Checkout Session for it (fires at once).
 
-    ``success_url`` and ``cancel_url`` get ``?deposit=<id>`` appended.
+    ``success_url`` and ``cancel_url`` get ``?deposit=<id>`` appended. Re-sending the same
+    ``client_request_id`` returns the first deposit (``replayed`` set) and creates nothing.
     """
     funding_require_enabled()
     if not _profile(user).is_buyer:
@@ -153,8 +180,24 @@ def deposit_create(
         maximum="FUNDING_DEPOSIT_MAX",
         what="deposit",
     )
-    with transaction.atomic(durable=True):
-        deposit = Deposit.objects.create(user=user, currency=currency, amount=units)
+    replayed = _request_replayed(
+        Deposit, user=user, client_request_id=client_request_id, currency=currency, units=units
+    )
+    if replayed is not None:
+        return replayed
+    try:
+        with transaction.atomic(durable=True):
+            deposit = Deposit.objects.create(
+                user=user, currency=currency, amount=units, client_request_id=client_request_id
+            )
+    except IntegrityError:
+        # a concurrent request with the same key won
+        replayed = _request_replayed(
+            Deposit, user=user, client_request_id=client_request_id, currency=currency, units=units
+        )
+        if replayed is None:
+            raise
+        return replayed
     suffix = f"{'&' if '?' in success_url else '?'}deposit={deposit.pk}"
     try:
         session = stripe_gateway.checkout_session_create(
@@ -475,8 +518,13 @@ def _day_start(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def withdrawal_request(*, user: Any, currency: str, amount: Any) -> Withdrawal:
+def withdrawal_request(
+    *, user: Any, currency: str, amount: Any, client_request_id: str | None = None
+) -> Withdrawal:
     """Hold the amount at once and enqueue the transfer (after commit).
+
+    Re-sending the same ``client_request_id`` returns the first withdrawal (``replayed`` set):
+    no second hold, no second transfer.
 
     Per-withdrawal and per-UTC-day limits are settings; the provider's connected-account row
     is locked so that concurrent requests cannot pass the daily limit together.
@@ -495,6 +543,13 @@ def withdrawal_request(*, user: Any, currency: str, amount: Any) -> Withdrawal:
 
     with transaction.atomic(durable=True):
         account = ConnectedAccount.objects.select_for_update().filter(user=user).first()
+        # After the lock: concurrent requests of this provider are serialised here.
+        replayed = _request_replayed(
+            Withdrawal, user=user, client_request_id=client_request_id, currency=currency,
+            units=units,
+        )  # fmt: skip
+        if replayed is not None:
+            return replayed
         if account is None or not account.payouts_enabled:
             raise PayoutAccountNotReady("Connect a Stripe account that can receive payouts first.")
         today = (
@@ -513,7 +568,11 @@ def withdrawal_request(*, user: Any, currency: str, amount: Any) -> Withdrawal:
                 details={"remaining_today": amount_display(currency, max(daily - today, 0))},
             )
         withdrawal = Withdrawal.objects.create(
-            user=user, connected_account=account, currency=currency, amount=units
+            user=user,
+            connected_account=account,
+            currency=currency,
+            amount=units,
+            client_request_id=client_request_id,
         )
         withdrawal.hold_transaction = ledger.withdrawal_hold(
             user=user,

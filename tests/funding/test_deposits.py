@@ -38,6 +38,21 @@ def test_deposit_creates_one_checkout_session(
     assert call.params["mode"] == "payment"
 
 
+def test_a_retried_deposit_request_returns_the_first_checkout(
+    make_user: Any, api_client: Any, stripe_on: Any
+) -> None:
+    api_client.force_authenticate(make_user())
+    body = {"currency": "CNY", "amount": "50", "client_request_id": "top-up-1"}
+    first = api_client.post("/api/v1/deposits", body, format="json")
+    again = api_client.post("/api/v1/deposits", body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["checkout_url"] == first.json()["checkout_url"]
+    assert Deposit.objects.count() == 1
+    assert len(stripe_on.calls_to("/v1/checkout/sessions")) == 1
+    conflict = api_client.post("/api/v1/deposits", {**body, "currency": "USD"}, format="json")
+    assert conflict.status_code == 409
+
+
 def test_paid_session_credits_and_shows_the_ledger_transaction(
     make_user: Any, api_client: Any, client: Any, stripe_on: Any
 ) -> None:

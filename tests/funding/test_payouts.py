@@ -199,3 +199,22 @@ def test_connect_onboarding_creates_one_express_account(
     assert account.payouts_enabled is True
     page = browser.get("/funding/payouts/")
     assert b'data-testid="connect-ready"' in page.content
+
+
+def test_a_retried_withdrawal_with_its_client_request_id_pays_once(
+    provider: Any, api_client: Any, stripe_on: Any
+) -> None:
+    _fund(provider, 100 * CNY)
+    stripe_on.fault = lambda method, path, key, params: "ok"
+    api_client.force_authenticate(provider)
+    body = {"currency": "CNY", "amount": "10", "client_request_id": "payout-2026-11-28"}
+    first = api_client.post("/api/v1/withdrawals", body, format="json")
+    again = api_client.post("/api/v1/withdrawals", body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert Withdrawal.objects.count() == 1
+    assert len(stripe_on.calls_to("/v1/transfers")) == 1
+    assert balance_get(user=provider, asset="CNY") == (90 * CNY, 0)
+    other = api_client.post("/api/v1/withdrawals", {**body, "amount": "11"}, format="json")
+    assert other.status_code == 409
+    assert Withdrawal.objects.count() == 1
