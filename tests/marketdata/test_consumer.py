@@ -41,22 +41,22 @@ def test_subscribe_ack_errors_and_bad_input_keep_the_connection(market) -> None:
         await ws.send_json_to(
             {"op": "subscribe", "channels": ["trades"], "markets": [SYMBOL], "id": 7}
         )
-        assert await ws.receive_json_from() == {
+        assert await ws.receive_json_from(timeout=5) == {
             "type": "subscribed", "id": 7, "channels": ["trades"], "markets": [SYMBOL],
         }  # fmt: skip
         await ws.send_json_to({"op": "subscribe", "channels": ["nope"], "markets": [SYMBOL]})
-        error = await ws.receive_json_from()
+        error = await ws.receive_json_from(timeout=5)
         assert (error["type"], error["code"]) == ("error", "invalid_subscription")
         await ws.send_json_to({"op": "subscribe", "channels": ["book"], "markets": ["NOPE-X"]})
-        assert "NOPE-X" in (await ws.receive_json_from())["message"]
+        assert "NOPE-X" in (await ws.receive_json_from(timeout=5))["message"]
         await ws.send_to(text_data="{not json")
-        assert (await ws.receive_json_from())["code"] == "bad_json"
+        assert (await ws.receive_json_from(timeout=5))["code"] == "bad_json"
         await ws.send_to(text_data="x" * 5000)
-        assert (await ws.receive_json_from())["code"] == "too_large"
+        assert (await ws.receive_json_from(timeout=5))["code"] == "too_large"
         await ws.send_json_to({"op": "dance"})
-        assert (await ws.receive_json_from())["code"] == "unknown_op"
+        assert (await ws.receive_json_from(timeout=5))["code"] == "unknown_op"
         await ws.send_json_to({"op": "ping"})
-        assert (await ws.receive_json_from())["type"] == "pong"
+        assert (await ws.receive_json_from(timeout=5))["type"] == "pong"
         await ws.disconnect()
 
     run(scenario)
@@ -71,7 +71,7 @@ def test_rate_limit_per_connection(market, settings) -> None:
         await ws.connect()
         for _ in range(6):
             await ws.send_json_to({"op": "ping"})
-        replies = [await ws.receive_json_from() for _ in range(6)]
+        replies = [await ws.receive_json_from(timeout=5) for _ in range(6)]
         assert [r["type"] for r in replies] == ["pong"] * 5 + ["error"]
         assert replies[-1]["code"] == "rate_limited"
         await ws.disconnect()
@@ -104,13 +104,13 @@ def test_book_snapshot_then_updates_trades_ticker_and_candles(market, make_user,
             {"op": "subscribe", "channels": ["book", "trades", "ticker", "candles:1m"],
              "markets": [SYMBOL]}
         )  # fmt: skip
-        assert (await ws.receive_json_from())["type"] == "subscribed"
-        snapshot = await ws.receive_json_from()
+        assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
+        snapshot = await ws.receive_json_from(timeout=5)
         assert (snapshot["channel"], snapshot["type"]) == ("book", "snapshot")
         assert snapshot["asks"] == [["8", "2"]]
         client = BookClient("0.01", "0.001")
         client.on_message(snapshot)
-        ticker = await ws.receive_json_from()
+        ticker = await ws.receive_json_from(timeout=5)
         assert ticker["channel"] == "ticker"
 
         await place(buyer, market, "buy", "8.00", "0.5")
@@ -146,18 +146,18 @@ def test_user_channel_needs_authentication_and_gets_only_my_fills(market, make_u
         anonymous = connect()
         await anonymous.connect()
         await anonymous.send_json_to({"op": "subscribe", "channels": ["user"]})
-        assert (await anonymous.receive_json_from())["code"] == "not_authenticated"
+        assert (await anonymous.receive_json_from(timeout=5))["code"] == "not_authenticated"
         await anonymous.send_json_to({"op": "auth", "key": trade_only})
-        assert (await anonymous.receive_json_from())["code"] == "authentication_failed"
+        assert (await anonymous.receive_json_from(timeout=5))["code"] == "authentication_failed"
         await anonymous.send_json_to({"op": "auth", "key": "tx_bad_key"})
-        assert (await anonymous.receive_json_from())["code"] == "authentication_failed"
+        assert (await anonymous.receive_json_from(timeout=5))["code"] == "authentication_failed"
 
         mine = connect()
         await mine.connect()
         await mine.send_json_to({"op": "auth", "key": buyer_key})
-        assert (await mine.receive_json_from())["type"] == "authenticated"
+        assert (await mine.receive_json_from(timeout=5))["type"] == "authenticated"
         await mine.send_json_to({"op": "subscribe", "channels": ["user"]})
-        assert (await mine.receive_json_from())["type"] == "subscribed"
+        assert (await mine.receive_json_from(timeout=5))["type"] == "subscribed"
 
         ask = await place(seller, market, "sell", "8.00", "1")
         await place(other, market, "buy", "8.00", "0.25")  # someone else's fill
@@ -185,7 +185,7 @@ def test_session_user_may_subscribe_to_user_channel(market, make_user) -> None:
         ws = connect(user=user)
         await ws.connect()
         await ws.send_json_to({"op": "subscribe", "channels": ["user"]})
-        assert (await ws.receive_json_from())["type"] == "subscribed"
+        assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
         await ws.disconnect()
 
     run(scenario)

@@ -73,9 +73,9 @@ def test_client_recovers_from_every_dropped_update(lossy_layer, market, make_use
         await ws.send_json_to(
             {"op": "subscribe", "channels": ["book", "user"], "markets": [SYMBOL]}
         )
-        assert (await ws.receive_json_from())["type"] == "subscribed"
+        assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
         client = BookClient("0.01", "0.001")
-        assert client.on_message(await ws.receive_json_from()) == "ok"
+        assert client.on_message(await ws.receive_json_from(timeout=5)) == "ok"
 
         rng = random.Random(11)
         sent = delivered_book = delivered_user = resubscribes = dropped_book = 0
@@ -107,19 +107,19 @@ def test_client_recovers_from_every_dropped_update(lossy_layer, market, make_use
                 runs_of_drops += previous_dropped
                 previous_dropped = False
                 delivered_book += 1
-                received = await ws.receive_json_from()
+                received = await ws.receive_json_from(timeout=5)
                 assert received["channel"] == "book"
                 if client.on_message(received) == "gap":
                     resubscribes += 1
                     await ws.send_json_to(
                         {"op": "unsubscribe", "channels": ["book"], "markets": [SYMBOL]}
                     )
-                    assert (await ws.receive_json_from())["type"] == "unsubscribed"
+                    assert (await ws.receive_json_from(timeout=5))["type"] == "unsubscribed"
                     await ws.send_json_to(
                         {"op": "subscribe", "channels": ["book"], "markets": [SYMBOL]}
                     )
-                    assert (await ws.receive_json_from())["type"] == "subscribed"
-                    snapshot = await ws.receive_json_from()
+                    assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
+                    snapshot = await ws.receive_json_from(timeout=5)
                     assert snapshot["type"] == "snapshot"
                     assert client.on_message(snapshot) == "ok"
             # an order update for the user channel (no seq: at most once, like any group send)
@@ -131,7 +131,7 @@ def test_client_recovers_from_every_dropped_update(lossy_layer, market, make_use
             )  # fmt: skip
             if not layer.last_dropped:
                 delivered_user += 1
-                assert (await ws.receive_json_from())["channel"] == "user"
+                assert (await ws.receive_json_from(timeout=5))["channel"] == "user"
         await ws.disconnect()
 
         bids, asks = book.l2(1000)
