@@ -26,7 +26,7 @@ from orders.services import (
     engine_notify,
     market_check_accepting,
     order_cancel,
-    order_hold_compute,
+    order_hold,
     order_journal,
     order_request_parse,
 )
@@ -59,7 +59,7 @@ def capacity_list(
         ask_request = order_request_parse(
             market=market, side="sell", type="limit", price=ask_price, quantity=quantity
         )
-    ask_hold = order_hold_compute(ask_request) if ask_request is not None else None
+    ask_hold = order_hold(ask_request) if ask_request is not None else None
     # One transaction: the listing, its tokens and its ask exist together or not at all.
     with transaction.atomic(durable=True):
         listing = CapacityListing.objects.create(

@@ -26,7 +26,6 @@ from exchange.errors import (
     MarketClosed,
     MarketHalted,
     NoLiquidity,
-    NotFound,
     OrderNotOpen,
     ValidationFailed,
 )
@@ -45,7 +44,7 @@ from orders.models import (
     TimeInForce,
 )
 from orders.selectors import engine_state_get, order_get
-from orders.units import fee_units, notional_units, price_to_ticks, quantity_to_lots
+from orders.units import notional_units, price_to_ticks, quantity_to_lots
 
 # Ledger amounts are bigint: keep every hold (and so every fill) far inside that range.
 MAX_HOLD_UNITS = 10**18
@@ -172,7 +171,7 @@ def buy_hold_units(market: Market, ticks: int, lots: int) -> int:
     """
     notional = notional_units(market, ticks, lots)
     rate = max(market.maker_fee_rate, market.taker_fee_rate)
-    hold = notional + fee_units(notional, rate) + lots
+    hold = notional + ledger.fee_for(notional=notional, rate=rate) + lots
     if hold >= MAX_HOLD_UNITS:
         raise ValidationFailed("The order is too large.", details={"quantity": "too_large"})
     return hold
@@ -206,8 +205,9 @@ def _existing_for_client_id(user: User, request: OrderRequest) -> Order | None:
     return existing
 
 
-def _order_hold(request: OrderRequest) -> tuple[int | None, str, int]:
-    """(market-order protection ticks, hold asset, hold amount) for a new order."""
+def order_hold(request: OrderRequest) -> tuple[int | None, str, int]:
+    """(market-order protection ticks, hold asset, hold amount) for a new order; refuses a
+    market that is not open."""
     market = request.market
     market_check_accepting(market)
     protection = None
@@ -271,7 +271,7 @@ def order_place_many(
         try:
             orders = []
             for request in requests:
-                protection, hold_asset, hold_amount = _order_hold(request)
+                protection, hold_asset, hold_amount = order_hold(request)
                 orders.append(_order_new(user, request, protection, hold_asset, hold_amount))
             with transaction.atomic(durable=True):
                 Order.objects.bulk_create(orders)
@@ -317,7 +317,7 @@ def order_place(
     if existing is not None:
         return existing, False
     market = request.market
-    protection, hold_asset, hold_amount = _order_hold(request)
+    protection, hold_asset, hold_amount = order_hold(request)
     try:
         with transaction.atomic(durable=True):
             order = order_journal(
@@ -336,11 +336,6 @@ def order_place(
         return existing, False
     engine_notify(market=market)
     return order, True
-
-
-def order_hold_compute(request: OrderRequest) -> tuple[int | None, str, int]:
-    """(market-order protection ticks, hold asset, hold amount); refuses a closed market."""
-    return _order_hold(request)
 
 
 def order_journal(
@@ -455,10 +450,3 @@ def orders_wait(
         if pending:
             time.sleep(WAIT_POLL_SECONDS)
     return [by_id[order.id] for order in orders]
-
-
-def order_for_user(*, user: User, order_id: int) -> Order:
-    try:
-        return order_get(user=user, order_id=order_id)
-    except Order.DoesNotExist as error:  # pragma: no cover - order_get raises NotFound
-        raise NotFound("No such order.") from error

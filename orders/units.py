@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 
 from exchange.errors import ValidationFailed
 from exchange.markets.models import Market
@@ -81,8 +81,3 @@ def units_to_amount(market: Market, units: int) -> str:
 
 def notional_units(market: Market, ticks: int, lots: int) -> int:
     return ticks * lots * market.units_per_tick_lot
-
-
-def fee_units(notional: int, rate: Decimal) -> int:
-    """Fee in ledger units, rounded up: in the exchange's favour by less than one unit."""
-    return int((Decimal(notional) * rate).to_integral_value(rounding=ROUND_CEILING))

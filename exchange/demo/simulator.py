@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import threading
 import time
@@ -25,10 +24,14 @@ from exchange.markets.models import Market, MarketStatus
 from orders.models import OPEN_STATUSES, Order
 from orders.selectors import engine_state_get
 from orders.services import order_cancel, order_place, order_request_parse
+from orders.units import lots_to_quantity, ticks_to_price
 
 logger = logging.getLogger(__name__)
 
 MAX_OPEN_PER_MAKER = 10
+ORDER_SIZES_MTOK = tuple(
+    Decimal(size) for size in ("0.05", "0.1", "0.25", "0.5", "1", "1", "1", "2", "3", "5", "10")
+)
 
 
 @dataclass
@@ -41,10 +44,10 @@ class Bot:
 class MarketState:
     market: Market
     reference_ticks: int
-    fair: float = field(default=0.0)
+    fair: int = field(default=0)  # ticks
 
     def __post_init__(self) -> None:
-        self.fair = float(self.reference_ticks)
+        self.fair = self.reference_ticks
 
 
 class Simulator:
@@ -84,20 +87,21 @@ class Simulator:
 
     # -- prices ------------------------------------------------------------------------------
     def drift(self, state: MarketState) -> None:
-        """Mean-reverting random walk of the fair price in ticks (a float: a model, not money)."""
-        shock = self.random.gauss(0.0, 0.0025)
-        pull = 0.01 * math.log(state.reference_ticks / state.fair)
-        state.fair = max(5.0, state.fair * math.exp(shock + pull))
+        """Mean-reverting random walk of the fair price, in whole ticks: steps of about 0.25% of
+        the price, pulled back by 1% of the distance to the reference each step."""
+        step = max(1, state.fair // 400) * self.random.randint(-2, 2)
+        pull = (state.reference_ticks - state.fair) // 100
+        state.fair = max(5, state.fair + step + pull)
 
     def quantity(self, market: Market) -> str:
         lots_min = int(market.min_quantity / market.lot_size)
-        mtok = self.random.lognormvariate(0.0, 0.9)  # around 1 MTok, a long tail of larger ones
-        lots = max(lots_min, int(Decimal(str(round(mtok, 3))) / market.lot_size))
-        return format((market.lot_size * lots).normalize(), "f")
+        mtok = self.random.choice(ORDER_SIZES_MTOK)  # around 1 MTok, a tail of larger ones
+        lots = max(lots_min, int(mtok / market.lot_size) + self.random.randint(0, lots_min))
+        return lots_to_quantity(market, lots)
 
     @staticmethod
     def price(market: Market, ticks: int) -> str:
-        return format((market.tick_size * max(1, ticks)).normalize(), "f")
+        return ticks_to_price(market, max(1, ticks)) or ""
 
     # -- actions -----------------------------------------------------------------------------
     def place(self, user: User, market: Market, **body: object) -> None:
@@ -119,8 +123,7 @@ class Simulator:
             return
         side = self.random.choice(("buy", "sell"))
         offset = 1 + int(self.random.expovariate(1 / 5))
-        fair = round(state.fair)
-        ticks = fair - offset if side == "buy" else fair + offset
+        ticks = state.fair - offset if side == "buy" else state.fair + offset
         self.place(
             bot.user, market, side=side, type="limit", price=self.price(market, ticks),
             quantity=self.quantity(market), time_in_force="GTC",
@@ -131,15 +134,15 @@ class Simulator:
         engine = engine_state_get(market=market)
         # Lean towards the side that moves the last price to the fair price.
         last = engine.last_trade_ticks if engine and engine.last_trade_ticks else state.fair
-        buy_bias = 0.5 + max(-0.3, min(0.3, (state.fair - last) / max(state.fair, 1) * 20))
-        side = "buy" if self.random.random() < buy_bias else "sell"
+        lean = max(-30, min(30, (state.fair - last) * 2000 // max(state.fair, 1)))  # percent
+        side = "buy" if self.random.randrange(100) < 50 + lean else "sell"
         user = bot.user if side == "buy" else self.random.choice(self.sellers)
         best = (
             (engine.best_ask_ticks if side == "buy" else engine.best_bid_ticks) if engine else None
         )
         if best is None:
             return
-        slack = max(1, round(state.fair * 0.004))
+        slack = max(1, state.fair // 250)
         ticks = best + slack if side == "buy" else best - slack
         self.place(
             user, market, side=side, type="limit", price=self.price(market, ticks),

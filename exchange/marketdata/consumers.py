@@ -32,12 +32,18 @@ from exchange.marketdata.selectors import (
     book_state_get,
     candle_public,
     candles_list,
-    price_text,
-    quantity_text,
     ticker_get,
     trade_public,
 )
 from exchange.markets.models import Market
+from orders.units import lots_to_quantity, ticks_to_price
+
+
+def levels_public(market: Market, levels: list[list[int]]) -> list[list[str | None]]:
+    """Book levels ([ticks, lots, ...]) as public [price, quantity] decimal strings."""
+    return [
+        [ticks_to_price(market, level[0]), lots_to_quantity(market, level[1])] for level in levels
+    ]
 
 
 class RenderCache:
@@ -267,12 +273,8 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 "type": "snapshot",
                 "market": market.symbol,
                 "seq": state["seq"],
-                "bids": [
-                    [price_text(market, p), quantity_text(market, q)] for p, q, _ in state["bids"]
-                ],
-                "asks": [
-                    [price_text(market, p), quantity_text(market, q)] for p, q, _ in state["asks"]
-                ],
+                "bids": levels_public(market, state["bids"]),
+                "asks": levels_public(market, state["asks"]),
                 "checksum": state["checksum"],
             }
         )
@@ -334,8 +336,8 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             "type": "update",
             "market": market.symbol,
             "seq": book["seq"],
-            "bids": [[price_text(market, p), quantity_text(market, q)] for p, q in book["bids"]],
-            "asks": [[price_text(market, p), quantity_text(market, q)] for p, q in book["asks"]],
+            "bids": levels_public(market, book["bids"]),
+            "asks": levels_public(market, book["asks"]),
             "checksum": book["checksum"],
         }
 
@@ -367,14 +369,14 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 updates.append(
                     {"kind": "order", "market": market.symbol, "id": update["id"],
                      "status": update["status"],
-                     "filled_quantity": quantity_text(market, update["filled_lots"]),
+                     "filled_quantity": lots_to_quantity(market, update["filled_lots"]),
                      "cancel_reason": update["cancel_reason"]}
                 )  # fmt: skip
             else:
                 updates.append(
                     {"kind": "fill", "market": market.symbol, "trade_id": update["trade_id"],
-                     "side": update["side"], "price": price_text(market, update["price_ticks"]),
-                     "quantity": quantity_text(market, update["quantity_lots"]),
+                     "side": update["side"], "price": ticks_to_price(market, update["price_ticks"]),
+                     "quantity": lots_to_quantity(market, update["quantity_lots"]),
                      "liquidity": update["liquidity"]}
                 )  # fmt: skip
         if updates:

@@ -15,20 +15,7 @@ from exchange.marketdata.models import INTERVALS, Candle
 from exchange.marketdata.state import book_key, book_state_load, ticker_key
 from exchange.markets.models import Market
 from orders.models import MarketEngineState, Order, Trade
-
-
-def price_text(market: Market, ticks: int | None) -> str | None:
-    if ticks is None:
-        return None
-    return format((market.tick_size * ticks).normalize(), "f")
-
-
-def quantity_text(market: Market, lots: int) -> str:
-    return format((market.lot_size * lots).normalize(), "f") if lots else "0"
-
-
-def quote_text(market: Market, units: int) -> str:
-    return format(Decimal(units).scaleb(-market.quote_decimals).normalize(), "f") if units else "0"
+from orders.units import lots_to_quantity, ticks_to_price, units_to_amount
 
 
 def book_state_get(*, market: Market) -> dict[str, Any]:
@@ -71,11 +58,11 @@ def book_public(*, market: Market, depth: int) -> dict[str, Any]:
         "seq": state["seq"],
         "checksum": state["checksum"],
         "bids": [
-            [price_text(market, p), quantity_text(market, q), n]
+            [ticks_to_price(market, p), lots_to_quantity(market, q), n]
             for p, q, n in state["bids"][:depth]
         ],
         "asks": [
-            [price_text(market, p), quantity_text(market, q), n]
+            [ticks_to_price(market, p), lots_to_quantity(market, q), n]
             for p, q, n in state["asks"][:depth]
         ],
     }
@@ -111,17 +98,17 @@ def ticker_get(*, market: Market) -> dict[str, Any]:
     volume = stats["volume"] or 0
     ticker = {
         "market": market.symbol,
-        "last": price_text(market, last),
-        "bid": price_text(market, best_bid[0]) if best_bid else None,
-        "bid_quantity": quantity_text(market, best_bid[1]) if best_bid else None,
-        "ask": price_text(market, best_ask[0]) if best_ask else None,
-        "ask_quantity": quantity_text(market, best_ask[1]) if best_ask else None,
-        "open_24h": price_text(market, first),
-        "high_24h": price_text(market, stats["high"]),
-        "low_24h": price_text(market, stats["low"]),
-        "volume_24h": quantity_text(market, volume),
+        "last": ticks_to_price(market, last),
+        "bid": ticks_to_price(market, best_bid[0]) if best_bid else None,
+        "bid_quantity": lots_to_quantity(market, best_bid[1]) if best_bid else None,
+        "ask": ticks_to_price(market, best_ask[0]) if best_ask else None,
+        "ask_quantity": lots_to_quantity(market, best_ask[1]) if best_ask else None,
+        "open_24h": ticks_to_price(market, first),
+        "high_24h": ticks_to_price(market, stats["high"]),
+        "low_24h": ticks_to_price(market, stats["low"]),
+        "volume_24h": lots_to_quantity(market, volume),
         "volume_tokens_24h": volume * market.tokens_per_lot,
-        "quote_volume_24h": quote_text(market, stats["quote_volume"] or 0),
+        "quote_volume_24h": units_to_amount(market, stats["quote_volume"] or 0),
         "trades_24h": stats["trades"] or 0,
         "change_24h_percent": change,
         "time": now,
@@ -133,8 +120,8 @@ def ticker_get(*, market: Market) -> dict[str, Any]:
 def trade_public(market: Market, trade_id: int, ticks: int, lots: int, side: str, ms: int):
     return {
         "id": trade_id,
-        "price": price_text(market, ticks),
-        "quantity": quantity_text(market, lots),
+        "price": ticks_to_price(market, ticks),
+        "quantity": lots_to_quantity(market, lots),
         "taker_side": side,
         "time": ms,
     }
@@ -156,12 +143,12 @@ def candle_public(market: Market, values: list[int]) -> dict[str, Any]:
     start, opening, high, low, close, volume, quote_volume, count = values
     return {
         "start": start,
-        "open": price_text(market, opening),
-        "high": price_text(market, high),
-        "low": price_text(market, low),
-        "close": price_text(market, close),
-        "volume": quantity_text(market, volume),
-        "quote_volume": quote_text(market, quote_volume),
+        "open": ticks_to_price(market, opening),
+        "high": ticks_to_price(market, high),
+        "low": ticks_to_price(market, low),
+        "close": ticks_to_price(market, close),
+        "volume": lots_to_quantity(market, volume),
+        "quote_volume": units_to_amount(market, quote_volume),
         "trades": count,
     }
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from exchange.ledger.models import LedgerTransaction
 from exchange.ledger.selectors import audit_run, balance_get
@@ -59,23 +60,35 @@ def test_audit_is_scheduled() -> None:
     assert settings.CELERY_BEAT_SCHEDULE["ledger-audit"]["task"] == ledger_audit.name
 
 
-def test_audit_finds_every_kind_of_problem_sqlite_lets_through(make_user) -> None:
-    if connection.vendor == "postgresql":
-        pytest.skip("PostgreSQL refuses these rows (see test_constraints)")
+class _Undo(Exception):
+    pass
+
+
+def test_audit_finds_every_kind_of_problem_planted_past_the_database_rules(make_user) -> None:
+    """Rows the database would refuse (see test_constraints), planted with its triggers and
+    foreign keys switched off for this transaction (SQLite has none): the audit still sees
+    every problem, as it would after a restore from a bad backup."""
     user = make_user()
     fund(user, 100)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO ledger_transaction (kind, reference, idempotency_key, request_hash, memo, created_at) "
-            "VALUES ('adjustment', 'raw', 'raw', '', '', '2026-01-01')"
-        )
-        account = user.ledger_accounts.get().pk
-        cursor.execute(
-            "INSERT INTO ledger_posting (transaction_id, account_id, asset_id, bucket, amount) "
-            "SELECT id, %s, 'USD', 'held', 7 FROM ledger_transaction WHERE reference = 'test'",
-            [account],
-        )
-    problems = "\n".join(audit_run().problems)
+    with contextlib.suppress(_Undo), transaction.atomic():
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL session_replication_role = replica")
+            cursor.execute(
+                "INSERT INTO ledger_transaction (kind, reference, idempotency_key, request_hash, memo, created_at) "
+                "VALUES ('adjustment', 'raw', 'raw', '', '', '2026-01-01')"
+            )
+            account = user.ledger_accounts.get().pk
+            cursor.execute(
+                "INSERT INTO ledger_posting (transaction_id, account_id, asset_id, bucket, amount) "
+                "SELECT id, %s, 'USD', 'held', 7 FROM ledger_transaction WHERE reference = 'test'",
+                [account],
+            )
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL session_replication_role = origin")
+        problems = "\n".join(audit_run().problems)
+        # roll the planted rows back (with the balance checks PostgreSQL queued for them)
+        raise _Undo
     assert "asset does not sum to zero over all postings: USD, 7" in problems
     assert "transaction does not sum to zero for an asset" in problems
     assert "cached balance differs" in problems
