@@ -11,63 +11,40 @@ Protocol (JSON text frames):
 - ``book`` updates carry ``seq`` (+1 per update, no gaps) and ``checksum`` (see
   ``exchange.marketdata.checksum``): on a gap, resubscribe to get a fresh snapshot.
 Channels delivers group messages at most once, which is why ``seq`` exists.
+
+Public market channels reach a connection through the process's ``FeedHub`` (one channel-layer
+subscription per process and market, frames rendered once); the private ``user`` channel is a
+per-connection group. Every outgoing frame goes through the connection's ``Outbox``: a client that
+falls more than ``hub.MAX_BACKLOG`` frames behind is closed with code 1008.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
-from exchange.marketdata.models import INTERVALS
-from exchange.marketdata.publisher import market_group, user_group
-from exchange.marketdata.selectors import (
-    book_state_get,
-    candle_public,
-    candles_list,
-    ticker_get,
-    trade_public,
+from exchange.marketdata.hub import (
+    SLOW_CLOSE_CODE,
+    SLOW_CLOSE_REASON,
+    Outbox,
+    RenderedBatch,
+    channel_receive_forever,
+    hub_get,
+    levels_public,
 )
+from exchange.marketdata.models import INTERVALS
+from exchange.marketdata.publisher import user_group
+from exchange.marketdata.selectors import book_state_get, candles_list, ticker_get
 from exchange.markets.models import Market
 from orders.units import lots_to_quantity, ticks_to_price
 
-
-def levels_public(market: Market, levels: list[list[int]]) -> list[list[str | None]]:
-    """Book levels ([ticks, lots, ...]) as public [price, quantity] decimal strings."""
-    return [
-        [ticks_to_price(market, level[0]), lots_to_quantity(market, level[1])] for level in levels
-    ]
-
-
-class RenderCache:
-    """Frames rendered once per process and shared by every connection that sends them.
-
-    A batch's book update or trades frame is the same text for every subscriber; rendering it
-    per connection would make fan-out cost O(clients × formatting).
-    """
-
-    def __init__(self, size: int = 512) -> None:
-        self.size = size
-        self.frames: OrderedDict[tuple[Any, ...], str] = OrderedDict()
-
-    def get(self, key: tuple[Any, ...], render: Callable[[], dict[str, Any]]) -> str:
-        frame = self.frames.get(key)
-        if frame is None:
-            frame = orjson.dumps(render()).decode()
-            self.frames[key] = frame
-            if len(self.frames) > self.size:
-                self.frames.popitem(last=False)
-        return frame
-
-
-FRAMES = RenderCache()
 MARKET_CHANNELS = {"ticker", "trades", "book", *(f"candles:{name}" for name in INTERVALS)}
 MAX_MESSAGE_BYTES = 4096
 
@@ -90,6 +67,10 @@ def _key_user(key: str) -> tuple[Any, str | None]:
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):
+    # No per-connection channel-layer channel by default: public channels come from the hub, and
+    # only a connection that subscribes to ``user`` gets a channel of its own (``_user_join``).
+    channel_layer_alias = "feed-connections-have-no-channel"
+
     async def connect(self) -> None:
         self.markets: dict[str, Market] = await _markets_load()
         self.by_id = {market.id: market for market in self.markets.values()}
@@ -99,23 +80,54 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         if self.user is not None and not self.user.is_authenticated:
             self.user = None
         self.user_subscribed = False
+        self.layer = get_channel_layer()
+        self.user_channel: str | None = None
+        self.user_receiver: asyncio.Task[None] | None = None
         self.tokens = float(settings.WS_RATE_BURST)
         self.refilled = time.monotonic()
-        self.ticker_sent: dict[int, float] = {}
-        self.ticker_pending: set[int] = set()
-        self.tasks: set[asyncio.Future[None]] = set()
+        self.hub = hub_get()
+        self.closing: asyncio.Task[None] | None = None
         await self.accept()
+        self.outbox = Outbox(self.base_send, self._too_slow)
         self.heartbeat = asyncio.ensure_future(self._heartbeat())
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "heartbeat"):
             self.heartbeat.cancel()
-        for task in list(getattr(self, "tasks", ())):
-            task.cancel()
+        if hasattr(self, "outbox"):
+            self.outbox.stop()
         for market_id in list(getattr(self, "subscriptions", {})):
-            await self.channel_layer.group_discard(market_group(market_id), self.channel_name)
+            await self.hub.unsubscribe(market_id, self)
+        self.subscriptions = {}
+        if getattr(self, "user_receiver", None) is not None:
+            self.user_receiver.cancel()
         if getattr(self, "user_subscribed", False):
-            await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
+            await self._user_leave()
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Queue a text frame behind the ones already queued; never waits for the socket."""
+        if text_data is None:
+            raise ValueError("The feed sends text frames only.")
+        self.outbox.push(text_data)
+
+    def _too_slow(self) -> None:
+        """The outbox overflowed: stop feeding this connection and close it."""
+        self.heartbeat.cancel()
+        for market_id in self.subscriptions:
+            self.hub.discard(market_id, self)
+            self.hub.leave_later(market_id)
+        self.subscriptions = {}
+        self.closing = asyncio.ensure_future(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        try:
+            await self.base_send(
+                {"type": "websocket.close", "code": SLOW_CLOSE_CODE, "reason": SLOW_CLOSE_REASON}
+            )
+        except Exception:  # already gone
+            return
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
@@ -205,12 +217,11 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         market_channels = [c for c in channels if c != "user"]
         for market in markets:
             if market.id not in self.subscriptions:
-                await self.channel_layer.group_add(market_group(market.id), self.channel_name)
                 self.subscriptions[market.id] = set()
+                await self.hub.subscribe(market, self)
             self.subscriptions[market.id].update(market_channels)
         if "user" in channels and not self.user_subscribed:
-            await self.channel_layer.group_add(user_group(self.user.id), self.channel_name)
-            self.user_subscribed = True
+            await self._user_join()
         await self.send_json(
             {"type": "subscribed", "id": request_id, "channels": channels,
              "markets": [m.symbol for m in markets]}
@@ -239,10 +250,9 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 self.book_seq.pop(market.id, None)
             if not current:
                 del self.subscriptions[market.id]
-                await self.channel_layer.group_discard(market_group(market.id), self.channel_name)
+                await self.hub.unsubscribe(market.id, self)
         if "user" in channels and self.user_subscribed:
-            await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
-            self.user_subscribed = False
+            await self._user_leave()
         await self.send_json(
             {"type": "unsubscribed", "id": request_id, "channels": channels,
              "markets": [m.symbol for m in markets]}
@@ -258,8 +268,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             await self.error("authentication_failed", problem or "refused", id=request_id)
             return
         if self.user_subscribed and self.user is not None and self.user.id != user.id:
-            await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
-            self.user_subscribed = False
+            await self._user_leave()
         self.user = user
         await self.send_json({"type": "authenticated", "id": request_id})
 
@@ -281,7 +290,6 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_ticker(self, market: Market) -> None:
         ticker = await database_sync_to_async(ticker_get)(market=market)
-        self.ticker_sent[market.id] = time.monotonic()
         await self.send_json({"channel": "ticker", **ticker})
 
     async def send_open_candle(self, market: Market, interval: str) -> None:
@@ -293,71 +301,47 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 {"channel": f"candles:{interval}", "market": market.symbol, "candle": candles[0]}
             )
 
-    # -- group messages ----------------------------------------------------------------------
-    async def market_batch(self, event: dict[str, Any]) -> None:
-        market = self.markets.get(event["market"])
-        channels = self.subscriptions.get(market.id) if market else None
+    # -- the public feed, from the hub (synchronous: queue frames, never wait) -----------------
+    def wants(self, market_id: int, channel: str) -> bool:
+        return channel in self.subscriptions.get(market_id, ())
+
+    def feed_batch(self, market_id: int, batch: RenderedBatch) -> None:
+        channels = self.subscriptions.get(market_id)
         if not channels:
             return
-        book = event.get("book")
-        if book and "book" in channels:
-            known = self.book_seq.get(market.id)
-            if known is not None and book["seq"] > known:
+        push = self.outbox.push
+        if batch.book is not None and "book" in channels:
+            known = self.book_seq.get(market_id)
+            if known is not None and batch.book_seq > known:
                 # forward as is: a gap (seq > known + 1) is the client's cue to resubscribe
-                self.book_seq[market.id] = book["seq"]
-                frame = FRAMES.get(
-                    ("book", market.id, book["seq"]), lambda: self._book_frame(market, book)
-                )
-                await self.send(text_data=frame)
-        trades = event["trades"]
-        if trades and "trades" in channels:
-            frame = FRAMES.get(
-                ("trades", market.id, trades[0][0]),
-                lambda: {
-                    "channel": "trades",
-                    "market": market.symbol,
-                    "trades": [trade_public(market, *trade) for trade in trades],
-                },
+                self.book_seq[market_id] = batch.book_seq
+                push(batch.book)
+        if batch.trades is not None and "trades" in channels:
+            push(batch.trades)
+        for channel, frame in batch.candles.items():
+            if channel in channels:
+                push(frame)
+
+    def feed_ticker(self, market_id: int, frame: str) -> None:
+        self.outbox.push(frame)
+
+    # -- group messages (the private user channel) --------------------------------------------
+    async def _user_join(self) -> None:
+        if self.user_channel is None:
+            self.user_channel = await self.layer.new_channel()
+            self.user_receiver = asyncio.ensure_future(
+                channel_receive_forever(self.layer, self.user_channel, self._user_message)
             )
-            await self.send(text_data=frame)
-        if "ticker" in channels and (event["trades"] or book):
-            await self.ticker_changed(market)
-        for interval, values in event.get("candles", {}).items():
-            if f"candles:{interval}" in channels:
-                await self.send_json(
-                    {"channel": f"candles:{interval}", "market": market.symbol,
-                     "candle": candle_public(market, values)}
-                )  # fmt: skip
+        await self.layer.group_add(user_group(self.user.id), self.user_channel)
+        self.user_subscribed = True
 
-    @staticmethod
-    def _book_frame(market: Market, book: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "channel": "book",
-            "type": "update",
-            "market": market.symbol,
-            "seq": book["seq"],
-            "bids": levels_public(market, book["bids"]),
-            "asks": levels_public(market, book["asks"]),
-            "checksum": book["checksum"],
-        }
+    async def _user_leave(self) -> None:
+        self.user_subscribed = False
+        await self.layer.group_discard(user_group(self.user.id), self.user_channel)
 
-    async def ticker_changed(self, market: Market) -> None:
-        """Coalesce: at most one ticker per market per WS_TICKER_INTERVAL seconds."""
-        wait = settings.WS_TICKER_INTERVAL - (time.monotonic() - self.ticker_sent.get(market.id, 0))
-        if wait <= 0:
-            await self.send_ticker(market)
-        elif market.id not in self.ticker_pending:
-            self.ticker_pending.add(market.id)
-
-            async def later() -> None:
-                await asyncio.sleep(wait)
-                self.ticker_pending.discard(market.id)
-                if market.id in self.subscriptions:
-                    await self.send_ticker(market)
-
-            task = asyncio.ensure_future(later())
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+    async def _user_message(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "user.updates" and self.user_subscribed:
+            await self.user_updates(event)
 
     async def user_updates(self, event: dict[str, Any]) -> None:
         updates = []
