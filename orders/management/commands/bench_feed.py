@@ -6,25 +6,35 @@ trades at a fixed rate. Reports delivery latency from trade to client receipt an
         python manage.py bench_feed --clients 1000 --rate 100 --seconds 20
 
 Latency is measured from the trade's timestamp (taken by the runner just before its batch
-commits) to the moment the client has parsed the message, on the same machine's clock.
+commits) to the moment the client process read the frame, on the same machine's clock.
+
+The clients share the CPU with the server, so they are made cheap: by default (``--client raw``)
+each is a bare asyncio protocol on uvloop that does the websocket handshake, answers pings and
+splits frames itself, and parses only ``trades`` frames as JSON (``--client websockets`` uses the
+websockets library instead, without compression, for comparison). They run in
+``--client-processes`` child processes, away from the order driver.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
-import json
+import base64
+import multiprocessing
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
@@ -49,6 +59,8 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=100.0, help="trades per second")
         parser.add_argument("--seconds", type=float, default=20.0)
         parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--client", choices=["raw", "websockets"], default="raw")
+        parser.add_argument("--client-processes", type=int, default=1)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.REDIS_URL:
@@ -71,7 +83,7 @@ class Command(BaseCommand):
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "exchange.asgi:application", "--port", str(port),
              "--workers", str(options["workers"]), "--log-level", "warning", "--no-access-log",
-             "--ws-max-queue", "1024"],
+             "--ws-max-queue", "1024", "--ws-per-message-deflate", "false"],
             cwd=ROOT, env=env,
         )  # fmt: skip
         engine = subprocess.Popen(
@@ -85,97 +97,253 @@ class Command(BaseCommand):
                     break
                 except OSError:
                     time.sleep(0.2)
-            result = asyncio.run(self.measure(port, options, market, seller, buyer))
+            result = self.measure(port, options, market, seller, buyer)
         finally:
             for process in (server, engine):
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
         self.stdout.write(result)
 
-    async def measure(self, port: int, options: dict[str, Any], market, seller, buyer) -> str:
-        from websockets.asyncio.client import connect
+    def measure(self, port: int, options: dict[str, Any], market, seller, buyer) -> str:
+        processes = max(1, options["client_processes"])
+        context = multiprocessing.get_context("fork")
+        connection.close()  # the children must not share the driver's database connection
+        children = []
+        for index in range(processes):
+            count = options["clients"] // processes + (index < options["clients"] % processes)
+            parent_end, child_end = context.Pipe()
+            child = context.Process(
+                target=clients_run, args=(port, count, options["client"], child_end), daemon=True
+            )
+            child.start()
+            children.append((child, parent_end))
+        for _, pipe in children:
+            if not pipe.poll(120):
+                raise CommandError("the clients did not connect within 120 s")
+            pipe.recv()  # all connected and subscribed
+        time.sleep(1)
 
-        latencies: list[float] = []
-        counts = {"messages": 0, "trades": 0}
-        stop = asyncio.Event()
-
-        async def client() -> None:
-            async with connect(
-                f"ws://127.0.0.1:{port}/ws/v1", origin=f"http://127.0.0.1:{port}",
-                max_queue=None, open_timeout=60,
-            ) as ws:  # fmt: skip
-                await ws.send(
-                    json.dumps(
-                        {"op": "subscribe", "channels": ["trades", "book"], "markets": [SYMBOL]}
-                    )
-                )
-                ready.append(1)
-                while not stop.is_set():
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    counts["messages"] += 1
-                    message = json.loads(raw)
-                    if message.get("channel") == "trades" and measuring.is_set():
-                        now = time.time() * 1000
-                        for trade in message["trades"]:
-                            latencies.append(now - trade["time"])
-                            counts["trades"] += 1
-
-        ready: list[int] = []
-        measuring = asyncio.Event()
-        tasks = []
-        for index in range(options["clients"]):
-            tasks.append(asyncio.create_task(client()))
-            if index % 50 == 49:
-                await asyncio.sleep(0.05)
-        while len(ready) < options["clients"]:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1)
-
-        done = threading.Event()
-        placed = [0]
-
-        def driver() -> None:
-            interval = 1.0 / options["rate"]
-            ask = order_request_parse(market=market, side="sell", price="8.00", quantity="1000")
-            order_place(user=seller, request=ask)
-            next_at = time.perf_counter()
-            end = next_at + options["seconds"]
-            while time.perf_counter() < end:
-                bid = order_request_parse(
-                    market=market, side="buy", price="8.00", quantity="0.01", time_in_force="IOC"
-                )
-                order_place(user=buyer, request=bid)
-                placed[0] += 1
-                if placed[0] % 50_000 == 0:
-                    order_place(user=seller, request=ask)
-                next_at += interval
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            connection.close()
-            done.set()
-
-        measuring.set()
+        for _, pipe in children:
+            pipe.send("measure")
         started = time.perf_counter()
-        thread = threading.Thread(target=driver)
-        thread.start()
-        while not done.is_set():
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(2)
+        placed = drive(market, seller, buyer, options["rate"], options["seconds"])
+        time.sleep(2)
         elapsed = time.perf_counter() - started
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        thread.join()
+        for _, pipe in children:
+            pipe.send("stop")
+        latencies: list[float] = []
+        messages = trades = closed = 0
+        for child, pipe in children:
+            report = pipe.recv()
+            latencies.extend(array.array("d", report["latencies"]))
+            messages += report["messages"]
+            trades += report["trades"]
+            closed += report["closed"]
+            child.join(timeout=30)
         if not latencies:
             return "no trades received"
-        expected = placed[0] * options["clients"]
+        expected = placed * options["clients"]
         return (
-            f"feed: {options['clients']} clients, {placed[0]} trades in {options['seconds']:.0f}s "
-            f"({placed[0] / options['seconds']:.0f}/s); {counts['trades']:,} of {expected:,} trade "
+            f"feed: {options['clients']} clients ({options['client']}, {processes} process(es)), "
+            f"{placed} trades in {options['seconds']:.0f}s "
+            f"({placed / options['seconds']:.0f}/s); {trades:,} of {expected:,} trade "
             f"deliveries received; latency p50 {statistics.median(latencies):.0f} ms, "
             f"p99 {percentile(latencies, 0.99):.0f} ms, max {max(latencies):.0f} ms; "
-            f"{counts['messages'] / elapsed:,.0f} messages/s delivered"
+            f"{messages / elapsed:,.0f} messages/s delivered; {closed} connection(s) closed by "
+            f"the server"
         )
+
+
+def drive(market, seller, buyer, rate: float, seconds: float) -> int:
+    """One crossing IOC order (one trade) per 1/rate seconds; returns how many were placed."""
+    placed = 0
+    interval = 1.0 / rate
+    ask = order_request_parse(market=market, side="sell", price="8.00", quantity="1000")
+    order_place(user=seller, request=ask)
+    next_at = time.perf_counter()
+    end = next_at + seconds
+    while time.perf_counter() < end:
+        bid = order_request_parse(
+            market=market, side="buy", price="8.00", quantity="0.01", time_in_force="IOC"
+        )
+        order_place(user=buyer, request=bid)
+        placed += 1
+        if placed % 50_000 == 0:
+            order_place(user=seller, request=ask)
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    connection.close()
+    return placed
+
+
+# -- the clients (child processes) ---------------------------------------------------------------
+SUBSCRIBE = orjson.dumps({"op": "subscribe", "channels": ["trades", "book"], "markets": [SYMBOL]})
+TRADES_PREFIX = b'{"channel":"trades"'
+
+
+@dataclass
+class Stats:
+    measuring: bool = False
+    ready: int = 0
+    messages: int = 0
+    trades: int = 0
+    closed: int = 0
+    latencies: array.array = field(default_factory=lambda: array.array("d"))
+
+    def text(self, data: bytes | bytearray | memoryview, now_ms: float) -> None:
+        if not self.measuring:
+            return
+        self.messages += 1
+        if data[: len(TRADES_PREFIX)] == TRADES_PREFIX:
+            for trade in orjson.loads(data)["trades"]:
+                self.latencies.append(now_ms - trade["time"])
+                self.trades += 1
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (clients must mask; payloads here are small)."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+    return header + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+class RawClient(asyncio.Protocol):
+    """A websocket client without a library: no task or future per message."""
+
+    def __init__(self, port: int, stats: Stats) -> None:
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.request = (
+            f"GET /ws/v1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
+        ).encode()
+        self.stats = stats
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.subscribed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.transport.close()
+                return
+            del buffer[: end + 4]
+            self.upgraded = True
+            self.transport.write(client_frame(0x1, SUBSCRIBE))
+        now_ms = time.time() * 1000
+        view = memoryview(buffer)
+        position, size = 0, len(buffer)
+        while size - position >= 2:
+            length = buffer[position + 1] & 0x7F
+            start = position + 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = int.from_bytes(view[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length = int.from_bytes(view[start : start + 8], "big")
+                start += 8
+            end = start + length
+            if end > size:
+                break
+            opcode = buffer[position] & 0x0F
+            if opcode == 0x1:
+                if self.subscribed:
+                    self.stats.text(view[start:end], now_ms)
+                else:  # the first frame is the subscription's acknowledgement
+                    self.subscribed = True
+                    self.stats.ready += 1
+            elif opcode == 0x9:
+                self.transport.write(client_frame(0xA, bytes(view[start:end])))
+            elif opcode == 0x8:
+                self.stats.closed += 1
+                self.transport.close()
+            position = end
+        view.release()
+        del buffer[:position]
+
+
+async def websockets_client(port: int, stats: Stats, stop: asyncio.Event) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(
+        f"ws://127.0.0.1:{port}/ws/v1", origin=f"http://127.0.0.1:{port}",
+        max_queue=None, open_timeout=60, compression=None,
+    ) as ws:  # fmt: skip
+        await ws.send(SUBSCRIBE.decode())
+        await ws.recv()
+        stats.ready += 1
+        while not stop.is_set():
+            try:
+                raw = await asyncio.wait_for(ws.recv(decode=False), timeout=0.5)
+            except TimeoutError:
+                continue
+            stats.text(raw, time.time() * 1000)
+    if ws.close_code not in (None, 1000):
+        stats.closed += 1
+
+
+def clients_run(port: int, count: int, kind: str, pipe: Connection) -> None:
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(clients_main(port, count, kind, pipe))
+
+
+async def clients_main(port: int, count: int, kind: str, pipe: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    stats = Stats()
+    stop = asyncio.Event()
+    transports = []
+    tasks = []
+    for index in range(count):
+        if kind == "raw":
+            transport, _ = await loop.create_connection(
+                lambda: RawClient(port, stats), "127.0.0.1", port
+            )
+            transports.append(transport)
+        else:
+            tasks.append(asyncio.create_task(websockets_client(port, stats, stop)))
+        if index % 50 == 49:
+            await asyncio.sleep(0.05)
+    while stats.ready < count:
+        await asyncio.sleep(0.1)
+    pipe.send("ready")
+
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    loop.add_reader(pipe.fileno(), lambda: commands.put_nowait(pipe.recv()))
+    while await commands.get() != "stop":
+        stats.measuring = True
+    stats.measuring = False
+    loop.remove_reader(pipe.fileno())
+    os.set_blocking(pipe.fileno(), True)  # add_reader made it non-blocking
+    pipe.send(
+        {"latencies": stats.latencies.tobytes(), "messages": stats.messages,
+         "trades": stats.trades, "closed": stats.closed}
+    )  # fmt: skip
+    stop.set()
+    for transport in transports:
+        transport.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
