@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,3 +22,28 @@ def server_bound_cursor() -> Iterator[psycopg.Cursor]:
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         yield cursor
+
+
+INTEGER_TYPES = frozenset({"smallint", "integer", "int", "bigint"})
+TEXT_TYPES = frozenset({"text", "varchar"})
+# not NULL (any case), which an array literal would read as a null
+_BARE_WORD = re.compile(r"(?!(?i:null)$)[A-Za-z0-9_]+")
+
+
+def array_param(values: list[object], sql_type: str) -> tuple[str, object]:
+    """A placeholder and value for ``values`` as a PostgreSQL ``sql_type[]`` parameter.
+
+    psycopg dumps arrays element by element in Python (the text format also runs a quoting
+    regex per element): 2,000 integers cost ~5 ms that way. Integer arrays are sent as one
+    array literal built by ``join`` (~0.3 ms; only ints and NULLs, so nothing needs quoting),
+    everything else in psycopg's binary format (no quoting, ~4× faster than text).
+    """
+    if sql_type in INTEGER_TYPES:
+        text = ",".join("NULL" if value is None else str(int(value)) for value in values)  # type: ignore[call-overload]
+        return f"%s::{sql_type}[]", "{" + text + "}"
+    if sql_type in TEXT_TYPES and all(
+        type(value) is str and _BARE_WORD.fullmatch(value) for value in values
+    ):
+        # words like "open" or "partially_filled" need no quoting in an array literal
+        return f"%s::{sql_type}[]", "{" + ",".join(values) + "}"  # type: ignore[arg-type]
+    return f"%b::{sql_type}[]", values

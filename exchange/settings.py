@@ -285,6 +285,9 @@ CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {
 
 # --- Websocket feed -----------------------------------------------------------------------------
 WS_HEARTBEAT_SECONDS = env.float("WS_HEARTBEAT_SECONDS", default=5.0)
+# The runner publishes each market's public data (trades, book, candles) at most once per this
+# many milliseconds, merging what committed in between (0: after every batch).
+FEED_COALESCE_MS = env.int("FEED_COALESCE_MS", default=100)
 WS_TICKER_INTERVAL = env.float("WS_TICKER_INTERVAL", default=0.25)
 WS_RATE_PER_SECOND = env.float("WS_RATE_PER_SECOND", default=20.0)
 WS_RATE_BURST = env.int("WS_RATE_BURST", default=40)

@@ -50,10 +50,14 @@ CLOSED_STATUSES = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECT
 
 
 class Order(models.Model):
+    # Every index costs each of the runner's order updates (a status change is never a HOT
+    # update): the (user, status, -id) and (market, status) indexes serve these keys too.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders", db_index=False
     )
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    market = models.ForeignKey(
+        Market, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     # NULL (not "") for "none given", so the per-user unique constraint ignores it.
     client_order_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True)
@@ -87,7 +91,12 @@ class Order(models.Model):
     cost = models.BigIntegerField(default=0, help_text="Quote ledger units traded (before fees).")
     fee = models.BigIntegerField(default=0, help_text="Quote ledger units paid in fees.")
     capacity_listing = models.ForeignKey(
-        "CapacityListing", null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
+        "CapacityListing",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="orders",
+        db_index=False,  # partial index below: only providers' asks have one
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -120,6 +129,11 @@ class Order(models.Model):
             models.Index(
                 fields=["expire_time"], condition=Q(expire_time__isnull=False), name="order_gtd_idx"
             ),
+            models.Index(
+                fields=["capacity_listing"],
+                condition=Q(capacity_listing__isnull=False),
+                name="order_listing_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -143,7 +157,10 @@ class OrderCommand(models.Model):
     journal in ``seq`` order is exactly what the engine processed.
     """
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="commands")
+    # (market, seq) and the pending index serve the market key
+    market = models.ForeignKey(
+        Market, on_delete=models.PROTECT, related_name="commands", db_index=False
+    )
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="commands")
     kind = models.CharField(max_length=6, choices=CommandKind.choices)
     seq = models.BigIntegerField(null=True, blank=True)
@@ -181,13 +198,20 @@ class MarketEngineState(models.Model):
 
 
 class Trade(models.Model):
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    # market, buyer and seller are served by the composite indexes below
+    market = models.ForeignKey(
+        Market, on_delete=models.PROTECT, related_name="trades", db_index=False
+    )
     seq = models.BigIntegerField(help_text="The journal seq of the command that made it.")
     match_index = models.PositiveIntegerField(help_text="Position among that command's trades.")
     taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
     maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
-    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    seller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    buyer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    seller = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     taker_side = models.CharField(max_length=4, choices=Side.choices)
     price_ticks = models.BigIntegerField()
     quantity_lots = models.BigIntegerField()

@@ -20,7 +20,7 @@ from django.db import DataError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from exchange.db import server_bound_cursor
+from exchange.db import array_param, server_bound_cursor
 from exchange.errors import IdempotencyConflict, ValidationFailed
 from exchange.ledger.locking import balances_move
 from exchange.ledger.models import (
@@ -147,7 +147,50 @@ def journal_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
         raise ValidationFailed("Amount out of range for the ledger.") from error
 
 
+def journal_post_ids(entries: Sequence[Entry]) -> list[int]:
+    """``journal_post`` for the hot path: returns only the transaction ids (no model objects).
+
+    Same guarantees; must run inside the caller's transaction.
+    """
+    try:
+        with transaction.atomic():
+            created, replayed, _ = _post_rows(entries)
+    except DataError as error:
+        raise ValidationFailed("Amount out of range for the ledger.") from error
+    return [
+        replayed[e.idempotency_key].id
+        if e.idempotency_key in replayed
+        else created[e.idempotency_key]
+        for e in entries
+    ]
+
+
 def _post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
+    created, replayed, now = _post_rows(entries)
+    result = []
+    for entry in entries:
+        existing = replayed.get(entry.idempotency_key)
+        if existing is not None:
+            result.append(existing)
+            continue
+        result.append(
+            LedgerTransaction(
+                id=created[entry.idempotency_key],
+                kind=entry.kind,
+                reference=entry.reference,
+                idempotency_key=entry.idempotency_key,
+                request_hash=entry.request_hash,
+                memo=entry.memo,
+                staff_user_id=entry.staff_user_id,
+                created_at=now,
+            )
+        )
+    return result
+
+
+def _post_rows(
+    entries: Sequence[Entry],
+) -> tuple[dict[str, int], dict[str, LedgerTransaction], datetime]:
     now = timezone.now()
     accounts = accounts_resolve(leg.account for entry in entries for leg in entry.legs)
     created, replayed = _transactions_insert(entries, now)
@@ -172,26 +215,7 @@ def _post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
     if deltas:
         balances_move(deltas)
         _postings_insert(posting_rows)
-
-    result = []
-    for entry in entries:
-        existing = replayed.get(entry.idempotency_key)
-        if existing is not None:
-            result.append(existing)
-            continue
-        result.append(
-            LedgerTransaction(
-                id=created[entry.idempotency_key],
-                kind=entry.kind,
-                reference=entry.reference,
-                idempotency_key=entry.idempotency_key,
-                request_hash=entry.request_hash,
-                memo=entry.memo,
-                staff_user_id=entry.staff_user_id,
-                created_at=now,
-            )
-        )
-    return result
+    return created, replayed, now
 
 
 def _transactions_insert(
@@ -224,25 +248,24 @@ _TRANSACTION_COLUMNS = "kind, reference, idempotency_key, request_hash, memo, st
 
 
 def _transactions_insert_postgresql(batch: list[Entry], now: datetime) -> dict[str, int]:
+    params = [
+        array_param([entry.kind for entry in batch], "text"),
+        array_param([entry.reference for entry in batch], "text"),
+        array_param([entry.idempotency_key for entry in batch], "text"),
+        array_param([entry.request_hash for entry in batch], "text"),
+        array_param([entry.memo for entry in batch], "text"),
+        array_param([entry.staff_user_id for entry in batch], "bigint"),
+    ]
+    arrays = ", ".join(placeholder for placeholder, _ in params)
     with server_bound_cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO ledger_transaction ({_TRANSACTION_COLUMNS}, created_at)
-            SELECT *, %s FROM unnest(
-                %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[]
-            )
+            SELECT *, %s FROM unnest({arrays})
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING idempotency_key, id
             """,  # noqa: S608 -- constant column list, values are parameters
-            [
-                now,
-                [entry.kind for entry in batch],
-                [entry.reference for entry in batch],
-                [entry.idempotency_key for entry in batch],
-                [entry.request_hash for entry in batch],
-                [entry.memo for entry in batch],
-                [entry.staff_user_id for entry in batch],
-            ],
+            [now, *(value for _, value in params)],
         )
         return dict(cursor.fetchall())
 

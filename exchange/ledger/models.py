@@ -5,9 +5,10 @@ bucket, negative takes from it. Every transaction's postings sum to zero per ass
 ``available`` and ``held`` columns are a cache of the sum of its postings per bucket, updated in
 the same database transaction as the postings (``ledger_audit`` recomputes them).
 
-The database enforces the invariants too (see migrations 0002): postings and transactions are
-append-only, each transaction balances per asset (a deferred constraint trigger), a posting's
-asset is its account's asset (a composite foreign key), and user balances are never negative.
+The database enforces the invariants too (migrations 0002 and 0003): postings and transactions
+are append-only; a statement-level trigger checks each INSERT of postings: each transaction
+balances per asset (its legs arrive in one statement), it exists, and a posting's asset is its
+account's asset; and user balances are never negative.
 Rows are written only by ``exchange.ledger.services``.
 """
 
@@ -99,7 +100,8 @@ class Account(models.Model):
                 condition=Q(owner__isnull=True),
                 name="ledger_account_one_per_system_asset",
             ),
-            # Target of the postings' composite foreign key (account_id, asset_id).
+            # (account, asset) pairs that postings may name (checked per statement, migration
+            # 0003; the target of 0002's composite foreign key).
             models.UniqueConstraint(fields=["id", "asset"], name="ledger_account_id_asset"),
         ]
 
@@ -132,7 +134,7 @@ class LedgerTransaction(models.Model):
     reference = models.CharField(
         max_length=120, help_text="What caused it: order:…, trade:…, stripe:evt_…, staff:…"
     )
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=200)  # unique: Meta (no LIKE index)
     request_hash = models.CharField(
         max_length=64, help_text="SHA-256 of the request; a replay with another body conflicts."
     )
@@ -143,12 +145,25 @@ class LedgerTransaction(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="+",
+        db_index=False,  # partial index below: only staff adjustments have one
     )
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
         db_table = "ledger_transaction"
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="ledger_transaction_idempotency_key_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["staff_user"],
+                condition=Q(staff_user__isnull=False),
+                name="ledger_transaction_staff_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} {self.reference}"
@@ -157,13 +172,13 @@ class LedgerTransaction(models.Model):
 class Posting(models.Model):
     """One leg of a transaction: a signed, non-zero amount on one bucket of one account."""
 
+    # The transaction, the account and the asset of a posting are checked by the statement-level
+    # trigger of migration 0003 (one join per INSERT instead of one foreign-key lookup per row):
+    # the asset is denormalised from the account so that the database can check that every leg
+    # is in its account's asset.
     transaction = models.ForeignKey(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="postings"
+        LedgerTransaction, on_delete=models.PROTECT, related_name="postings", db_constraint=False
     )
-    # Both are checked by one composite foreign key (account_id, asset_id) → account (migration
-    # 0002): the asset is denormalised from the account so that the database can check that
-    # every leg is in its account's asset. Single-column constraints would only add work to the
-    # hot insert path.
     account = models.ForeignKey(
         Account,
         on_delete=models.PROTECT,

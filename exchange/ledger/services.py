@@ -30,6 +30,7 @@ from exchange.ledger.journal import (
     Leg,
     assets_ensure,
     journal_post,
+    journal_post_ids,
     system_account,
     user_account,
 )
@@ -75,6 +76,14 @@ class HoldRequest(NamedTuple):
     amount: int
     reference: str
     idempotency_key: str
+
+
+class Leftover(NamedTuple):
+    """A closed order's unused hold, for ``trades_settle_and_release``."""
+
+    user_id: int
+    asset: str
+    amount: int
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -302,30 +311,51 @@ def trade_settle_many(*, settlements: list[SettlementRequest]) -> list[Settlemen
 
 # --- money in and out ---------------------------------------------------------------------------
 def trades_settle_and_release(
-    *, settlements: list[SettlementRequest], releases: list[HoldRequest]
-) -> list[Settlement]:
+    *,
+    settlements: list[SettlementRequest],
+    leftovers: list[Leftover],
+    release_reference: str,
+    release_key: str,
+) -> list[tuple[int, int]]:
     """The engine runner's batch: settle trades and release leftover holds in ONE journal post.
 
     One post locks every balance row of the batch once, in the global order. Two calls (settle,
     then release) would lock in two rounds, and two runners sharing a quote currency could
-    deadlock between the rounds (the fee-revenue row is taken in the first). Must be called
-    inside the caller's ``transaction.atomic()``. All or nothing.
+    deadlock between the rounds (the fee-revenue row is taken in the first). The closed orders'
+    leftover holds go back in ONE release transaction (``release_reference``, ``release_key``)
+    netted per account: a batch closes thousands of orders, and one transaction each was most
+    of the batch's ledger rows (each order keeps what it held, cost and paid). Must be called
+    inside the caller's ``transaction.atomic()``. All or nothing. Returns each settlement's
+    (buyer fee, seller fee).
     """
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError(
             "trades_settle_and_release must run inside the caller's transaction.atomic()."
         )
     built = [_settlement_entry(request) for request in settlements]
-    entries = [entry for entry, _, _ in built] + [_release_entry(r) for r in releases]
+    entries = [entry for entry, _, _ in built]
+    if leftovers:
+        totals: dict[tuple[int, str], int] = {}
+        for leftover in leftovers:
+            key = (leftover.user_id, _asset(leftover.asset))
+            totals[key] = totals.get(key, 0) + _positive(leftover.amount)
+        legs = [
+            leg
+            for (user_id, asset), amount in sorted(totals.items())
+            for leg in _move(user_id, asset, HELD, AVAILABLE, amount)
+        ]
+        entries.append(
+            _entry(
+                kind=TransactionKind.RELEASE,
+                reference=release_reference,
+                idempotency_key=release_key,
+                legs=legs,
+            )
+        )
     if not entries:
         return []
-    posted = journal_post(entries)
-    return [
-        Settlement(ledger_transaction, buyer_fee, seller_fee)
-        for ledger_transaction, (_, buyer_fee, seller_fee) in zip(
-            posted[: len(built)], built, strict=True
-        )
-    ]
+    journal_post_ids(entries)
+    return [(buyer_fee, seller_fee) for _, buyer_fee, seller_fee in built]
 
 
 def deposit_credit(

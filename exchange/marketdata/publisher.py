@@ -26,9 +26,10 @@ def user_group(user_id: int) -> str:
 def publish_batch(
     *,
     market_id: int,
-    market_message: dict[str, Any],
+    market_message: dict[str, Any] | None,
     user_messages: dict[int, list[dict[str, Any]]],
 ) -> None:
+    """``market_message`` None: only the users' updates (the runner coalesces public data)."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -41,9 +42,10 @@ def publish_batch(
 async def _send_all(
     layer: Any,
     market_id: int,
-    market_message: dict[str, Any],
+    market_message: dict[str, Any] | None,
     user_messages: dict[int, list[dict[str, Any]]],
 ) -> None:
-    await layer.group_send(market_group(market_id), {"type": "market.batch", **market_message})
+    if market_message is not None:
+        await layer.group_send(market_group(market_id), {"type": "market.batch", **market_message})
     for user_id, updates in user_messages.items():
         await layer.group_send(user_group(user_id), {"type": "user.updates", "updates": updates})

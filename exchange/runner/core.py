@@ -9,24 +9,38 @@ from the database, so a crash at any point loses nothing and duplicates nothing.
 
 The hot path works on plain rows (``OrderRow``), not model instances, and writes with a few
 set-based statements: the runner's durable throughput is what bounds the exchange.
+
+Public market data is coalesced (``FeedBuffer``): after each commit the batch's trades, changed
+book levels and candles join the market's buffer, which is published as ONE ``market.batch``
+event at most once per ``FEED_COALESCE_MS`` (the first change after a quiet spell goes out at
+once). Book updates carry absolute level quantities, so merging batches loses nothing; ``seq``
+counts published updates. Private order updates and fills are published after every commit.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
+from exchange.db import array_param, server_bound_cursor
 from exchange.engine import Book
 from exchange.ledger import services as ledger
 from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
 from exchange.marketdata.candles import candles_apply
 from exchange.marketdata.publisher import publish_batch
-from exchange.marketdata.state import book_state_store, runner_seq_store, ticker_forget
+from exchange.marketdata.state import (
+    book_state_load,
+    book_state_store,
+    runner_seq_store,
+    ticker_forget,
+)
 from exchange.markets.models import Market, MarketStatus
 from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
@@ -100,8 +114,19 @@ class OrderRow:
 
 
 def orders_load(ids: set[int]) -> dict[int, OrderRow]:
-    rows = Order.objects.filter(id__in=ids).values_list(*ORDER_FIELDS)
-    return {row[0]: OrderRow(row) for row in rows}
+    if connection.vendor != "postgresql":
+        rows = Order.objects.filter(id__in=ids).values_list(*ORDER_FIELDS)
+        return {row[0]: OrderRow(row) for row in rows}
+    # thousands of ids: one array parameter instead of an IN list built in Python
+    placeholder, value = array_param(list(ids), "bigint")
+    columns = ", ".join(connection.ops.quote_name(name) for name in ORDER_FIELDS)
+    table = connection.ops.quote_name(Order._meta.db_table)
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {table} WHERE id = ANY({placeholder})",  # noqa: S608
+            [value],
+        )
+        return {row[0]: OrderRow(row) for row in cursor.fetchall()}
 
 
 class TradeRow(NamedTuple):
@@ -128,13 +153,36 @@ class BatchEffects:
     candles: dict[str, list[int]] = field(default_factory=dict)
 
 
-class MarketRunner:
-    """Runs one market. Not thread-safe: exactly one runner per market may exist (lock held)."""
+class FeedBuffer:
+    """Committed public changes not yet published (see the module docstring)."""
 
-    def __init__(self, market: Market) -> None:
+    def __init__(self) -> None:
+        self.bids: set[int] = set()
+        self.asks: set[int] = set()
+        self.trades: list[list[Any]] = []
+        self.candles: dict[str, list[int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.bids or self.asks or self.trades or self.candles)
+
+
+class MarketRunner:
+    """Runs one market. Not thread-safe: exactly one runner per market may exist (lock held).
+
+    ``feed_window`` (seconds): the shortest interval between two public publications; None
+    reads ``FEED_COALESCE_MS`` (0 publishes after every batch).
+    """
+
+    def __init__(self, market: Market, *, feed_window: float | None = None) -> None:
         self.market = market
         self.book: Book | None = None
         self.seq = 0
+        if feed_window is None:
+            feed_window = settings.FEED_COALESCE_MS / 1000
+        self.feed_window = feed_window
+        self.feed = FeedBuffer()
+        self.feed_seq = 0
+        self.feed_published = float("-inf")  # time.monotonic() of the last publication
 
     # -- rebuild --------------------------------------------------------------------------------
     def rebuild(self) -> None:
@@ -160,6 +208,29 @@ class MarketRunner:
         book.drain_changed()
         self.book = book
         self.seq = state.seq
+        self.feed = FeedBuffer()
+        market_id = self.market.id
+        snapshot = book_snapshot_build(book, state.book_seq)
+        try:
+            published = book_state_load(market_id=market_id)
+        except Exception:  # the cache is down: assume the worst
+            logger.warning("could not read the published book of %s", self.market.symbol)
+            published = None
+        self.feed_seq = state.book_seq
+        if published != snapshot:
+            # Subscribers hold a book this runner never saw (changes that died unpublished with
+            # a previous runner): skip one seq so that they all resync, and store a snapshot
+            # under the new seq once this transaction commits.
+            self.feed_seq = state.book_seq + 1
+            state.book_seq = self.feed_seq
+            MarketEngineState.objects.filter(pk=state.pk).update(book_seq=self.feed_seq)
+            snapshot = book_snapshot_build(book, self.feed_seq)
+
+        def store() -> None:
+            book_state_store(market_id=market_id, state=snapshot)
+            ticker_forget(market_id=market_id)
+
+        transaction.on_commit(store, robust=True)
 
     # -- one batch ------------------------------------------------------------------------------
     def step(self, limit: int = BATCH_SIZE) -> int:
@@ -177,6 +248,7 @@ class MarketRunner:
                 state = MarketEngineState.objects.create(market=self.market)
             if self.book is None or state.seq != self.seq:
                 self.rebuild()
+                state.book_seq = self.feed_seq  # rebuild() moved it on
             book = self.book
             assert book is not None
             commands = list(
@@ -236,25 +308,33 @@ class MarketRunner:
             for command_seq, kind, events in applied:
                 self._apply_events(command_seq, kind, events, orders, effects)
             changed_bids, changed_asks = book.drain_changed()
-            book_update = None
-            if changed_bids or changed_asks:
-                state.book_seq += 1
-                book_update = book_update_build(book, changed_bids, changed_asks, state.book_seq)
+            # The seq the next book publication will carry is durable before it is published,
+            # so a restarted runner always continues above it (see rebuild()).
+            if changed_bids or changed_asks or self.feed.bids or self.feed.asks:
+                state.book_seq = self.feed_seq + 1
             self._write(effects, state, seq, commands, now)
             self.seq = seq
-            message = self._market_message(effects, book_update, now)
+            moment = int(now.timestamp() * 1000)
+            trades = [
+                [trade_id, t.price_ticks, t.quantity_lots, t.taker_side, moment]
+                for trade_id, t in zip(effects.trade_ids, effects.trades, strict=True)
+            ]
+            candles = effects.candles
             user_messages = self._user_messages(effects)
             market_id = self.market.id
-            snapshot = book_snapshot_build(book, state.book_seq) if book_update else None
 
             def after_commit() -> None:
                 runner_seq_store(market_id=market_id, seq=seq)
-                if snapshot is not None:
-                    book_state_store(market_id=market_id, state=snapshot)
-                ticker_forget(market_id=market_id)
-                publish_batch(
-                    market_id=market_id, market_message=message, user_messages=user_messages
-                )
+                feed = self.feed
+                feed.bids |= changed_bids
+                feed.asks |= changed_asks
+                feed.trades += trades
+                feed.candles.update(candles)
+                if user_messages:
+                    publish_batch(
+                        market_id=market_id, market_message=None, user_messages=user_messages
+                    )
+                self.feed_flush()
 
             # robust: a cache or channel-layer outage must not fail the (committed) batch
             transaction.on_commit(after_commit, robust=True)
@@ -370,23 +450,21 @@ class MarketRunner:
             buy.hold_remaining -= trade.notional + buyer_fee
             buy.fee += buyer_fee
             sell.fee += seller_fee
-        releases = []
+        leftovers = []
         for order in effects.closed:
             if order.hold_remaining > 0:
-                releases.append(
-                    ledger.HoldRequest(
-                        user=order.user,
-                        asset=order.hold_asset,
-                        amount=order.hold_remaining,
-                        reference=f"order:{order.id}",
-                        idempotency_key=f"order:{order.id}:release",
-                    )
+                leftovers.append(
+                    ledger.Leftover(order.user_id, order.hold_asset, order.hold_remaining)
                 )
                 order.hold_remaining = 0
+        first_seq = state.seq + 1
         results = ledger.trades_settle_and_release(
-            settlements=effects.settlements, releases=releases
+            settlements=effects.settlements,
+            leftovers=leftovers,
+            release_reference=f"runner:{market.symbol}:{first_seq}-{seq}",
+            release_key=f"runner:{market.id}:{first_seq}:release",
         )
-        if [(r.buyer_fee, r.seller_fee) for r in results] != effects.fees:
+        if results != effects.fees:
             raise RuntimeError("ledger fees differ from the runner's")  # pragma: no cover
         if trades:
             effects.trade_ids = rows_insert(
@@ -436,7 +514,6 @@ class MarketRunner:
                 ("hold_remaining", "bigint"),
                 ("cancel_reason", "varchar"),
                 ("engine_seq", "bigint"),
-                ("updated_at", "timestamptz"),
             ],
             [
                 (
@@ -448,16 +525,16 @@ class MarketRunner:
                     o.hold_remaining,
                     o.cancel_reason,
                     o.engine_seq,
-                    now,
                 )
                 for o in touched.values()
             ],
+            constants={"updated_at": now},
         )
-        first_seq = state.seq + 1
         rows_update(
             OrderCommand,
-            [("seq", "bigint"), ("processed_at", "timestamptz")],
-            [(command_id, first_seq + i, now) for i, (command_id, _, _) in enumerate(commands)],
+            [("seq", "bigint")],
+            [(command_id, first_seq + i) for i, (command_id, _, _) in enumerate(commands)],
+            constants={"processed_at": now},
         )
         best_bid, best_ask = self.book.best_bid(), self.book.best_ask()
         state.seq = seq
@@ -467,28 +544,46 @@ class MarketRunner:
             state.last_trade_ticks = trades[-1].price_ticks
         state.save()
 
-    def _market_message(
-        self, effects: BatchEffects, book_update: dict[str, Any] | None, now: datetime
-    ) -> dict[str, Any]:
+    # -- public feed ----------------------------------------------------------------------------
+    def feed_due(self) -> float | None:
+        """Seconds until the buffered changes may be published (0: now), None if none wait."""
+        if not self.feed:
+            return None
+        return max(0.0, self.feed_published + self.feed_window - time.monotonic())
+
+    def feed_flush(self, *, force: bool = False) -> bool:
+        """Publish the buffered changes if the window allows (or ``force``). Call only between
+        batches: levels are read from the book, which then holds exactly what was committed."""
+        due = self.feed_due()
+        if due is None or (due > 0 and not force) or self.book is None:
+            return False
+        feed, self.feed = self.feed, FeedBuffer()
+        self.feed_published = time.monotonic()
         book = self.book
-        assert book is not None
-        moment = int(now.timestamp() * 1000)
+        market_id = self.market.id
+        book_update = None
+        if feed.bids or feed.asks:
+            self.feed_seq += 1
+            book_update = book_update_build(book, feed.bids, feed.asks, self.feed_seq)
+            book_state_store(market_id=market_id, state=book_snapshot_build(book, self.feed_seq))
+        ticker_forget(market_id=market_id)
         best_bid, best_ask = book.best_bid(), book.best_ask()
-        last = effects.trades[-1].price_ticks if effects.trades else None
-        return {
-            "market": self.market.symbol,
-            "book": book_update,
-            "trades": [
-                [trade_id, t.price_ticks, t.quantity_lots, t.taker_side, moment]
-                for trade_id, t in zip(effects.trade_ids, effects.trades, strict=True)
-            ],
-            "top": {
-                "bid": list(best_bid[:2]) if best_bid else None,
-                "ask": list(best_ask[:2]) if best_ask else None,
-                "last": last,
+        publish_batch(
+            market_id=market_id,
+            market_message={
+                "market": self.market.symbol,
+                "book": book_update,
+                "trades": feed.trades,
+                "top": {
+                    "bid": list(best_bid[:2]) if best_bid else None,
+                    "ask": list(best_ask[:2]) if best_ask else None,
+                    "last": feed.trades[-1][1] if feed.trades else None,
+                },
+                "candles": feed.candles,
             },
-            "candles": effects.candles,
-        }
+            user_messages={},
+        )
+        return True
 
     def _user_messages(self, effects: BatchEffects) -> dict[int, list[dict[str, Any]]]:
         symbol = self.market.symbol

@@ -44,7 +44,8 @@ def inline_process(market: Market) -> int:
     with _inline_lock:
         runner = _inline_runners.get(market.id)
         if runner is None:
-            runner = _inline_runners[market.id] = MarketRunner(market)
+            # inline: nothing runs between requests to publish later, so publish every batch
+            runner = _inline_runners[market.id] = MarketRunner(market, feed_window=0.0)
         runner.market = market
         total = 0
         while True:

@@ -100,6 +100,11 @@ class RunnerLoop:
                 if self._recover():
                     return 0
                 time.sleep(0.1)
+        for runner in self.runners.values():
+            try:  # public data held back by the coalescing window, once it is due
+                runner.feed_flush()
+            except Exception:  # the feed must never stop matching; clients resync by seq
+                logger.exception("publishing %s failed", runner.market.symbol)
         return done
 
     def _recover(self) -> bool:
@@ -115,11 +120,17 @@ class RunnerLoop:
         return True
 
     def _wait(self) -> None:
-        """Sleep until woken (NOTIFY from order intake, or the in-process event) or timeout."""
+        """Sleep until woken (NOTIFY from order intake, or the in-process event), until held-back
+        public data is due, or the idle timeout."""
+        timeout = self.idle_sleep
+        for runner in self.runners.values():
+            due = runner.feed_due()
+            if due is not None:
+                timeout = min(timeout, max(due, 0.001))
         if self.listening:
             try:
                 raw = connection.connection
-                woken = list(raw.notifies(timeout=self.idle_sleep, stop_after=1))
+                woken = list(raw.notifies(timeout=timeout, stop_after=1))
                 if woken:
                     # one wake-up serves every order journalled so far: drain the rest (the
                     # generators hold the connection's lock: never nest them)
@@ -127,9 +138,9 @@ class RunnerLoop:
             except Exception:  # the session broke; run_once notices and re-claims
                 logger.warning("waiting for notifications failed", exc_info=True)
                 self.listening = False
-                time.sleep(self.idle_sleep)
+                time.sleep(timeout)
             return
-        self.wake.wait(self.idle_sleep)
+        self.wake.wait(timeout)
         self.wake.clear()
 
     def _listen(self) -> None:

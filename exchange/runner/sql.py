@@ -9,39 +9,54 @@ small whatever the batch size. Other databases (SQLite in ``make run``) use plai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
 
-from exchange.db import server_bound_cursor
+from exchange.db import array_param, server_bound_cursor
 
 
 def rows_update(
-    model: type[Model], columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+    model: type[Model],
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    constants: Mapping[str, Any] | None = None,
 ) -> None:
-    """Set ``columns`` (name, PostgreSQL type) of each row; ``rows`` are (id, *values)."""
+    """Set ``columns`` (name, PostgreSQL type) of each row; ``rows`` are (id, *values).
+
+    ``constants`` (name → value) are set to the same value on every row (one parameter).
+    """
     if not rows:
         return
+    constants = constants or {}
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     names = [name for name, _ in columns]
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
-            assignments = ", ".join(f"{quote(name)} = %s" for name in names)
+            assignments = ", ".join(f"{quote(name)} = %s" for name in [*names, *constants])
             sql = f"UPDATE {table} SET {assignments} WHERE id = %s"  # noqa: S608
-            cursor.executemany(sql, [(*row[1:], row[0]) for row in rows])
+            cursor.executemany(sql, [(*row[1:], *constants.values(), row[0]) for row in rows])
             return
-        arrays = ", ".join(["%s::bigint[]"] + [f"%s::{sql_type}[]" for _, sql_type in columns])
-        assignments = ", ".join(f"{quote(name)} = v.{quote(name)}" for name in names)
+        types = ["bigint", *(sql_type for _, sql_type in columns)]
+        params = [
+            array_param(list(column), sql_type)
+            for column, sql_type in zip(zip(*rows, strict=True), types, strict=True)
+        ]
+        arrays = ", ".join(placeholder for placeholder, _ in params)
+        assignments = ", ".join(
+            [f"{quote(name)} = v.{quote(name)}" for name in names]
+            + [f"{quote(name)} = %s" for name in constants]
+        )
         aliases = ", ".join(quote(name) for name in names)
         sql = (
             f"UPDATE {table} AS t SET {assignments} "  # noqa: S608
             f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
         )
     with server_bound_cursor() as cursor:
-        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        cursor.execute(sql, [*constants.values(), *(value for _, value in params)])
 
 
 def rows_insert(
@@ -62,12 +77,16 @@ def rows_insert(
                 cursor.execute(sql, row)
                 ids.append(cursor.fetchone()[0])
             return ids
-        arrays = ", ".join(f"%s::{sql_type}[]" for _, sql_type in columns)
+        params = [
+            array_param(list(column), sql_type)
+            for column, (_, sql_type) in zip(zip(*rows, strict=True), columns, strict=True)
+        ]
+        arrays = ", ".join(placeholder for placeholder, _ in params)
         # ORDER BY the ordinality keeps the returned ids in the order of the rows.
         sql = (
             f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608
             f"WITH ORDINALITY AS v({names}, position) ORDER BY position RETURNING id"
         )
     with server_bound_cursor() as cursor:
-        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        cursor.execute(sql, [value for _, value in params])
         return [row[0] for row in cursor.fetchall()]

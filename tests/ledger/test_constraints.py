@@ -1,7 +1,7 @@
 """The database wall: bad writes sent as raw SQL, past the services, are refused by PostgreSQL.
 
-Each variant runs in its own real transaction (``transaction=True``: deferred constraint
-triggers fire at commit) and must leave every ledger row as it was.
+Each variant runs in its own real transaction (``transaction=True``: constraints checked at
+commit fire too) and must leave every ledger row as it was.
 """
 
 from __future__ import annotations
@@ -81,12 +81,14 @@ def new_transaction(cursor: Any) -> int:
 
 
 def post(cursor: Any, transaction_id: int, legs: list[tuple[int, str, str, int]]) -> None:
-    for account_id, asset, bucket, amount in legs:
-        cursor.execute(
-            "INSERT INTO ledger_posting (transaction_id, account_id, asset_id, bucket, amount) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            [transaction_id, account_id, asset, bucket, amount],
-        )
+    """All legs in one INSERT, the way the journal writes them (balance is checked per
+    statement)."""
+    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(legs))
+    cursor.execute(
+        "INSERT INTO ledger_posting (transaction_id, account_id, asset_id, bucket, amount) "
+        f"VALUES {rows}",  # noqa: S608 -- placeholders only
+        [value for leg in legs for value in (transaction_id, *leg)],
+    )
 
 
 BadWrite = Callable[[Any, World], None]
@@ -370,3 +372,35 @@ def test_a_balanced_raw_transaction_is_accepted(world: World) -> None:
             [(world.user_cny, "CNY", A, 5), (world.clearing_cny, "CNY", A, -5)],
         )
     assert LedgerTransaction.objects.filter(reference="raw").count() == 1
+
+
+def test_legs_of_one_transaction_sent_in_separate_statements_are_refused(world: World) -> None:
+    """Balance is checked per INSERT statement: a pair that would balance only after a second
+    statement is refused at the first (the journal always writes a transaction's legs at once)."""
+
+    def one_leg_per_statement(cursor: Any, w: World) -> None:
+        transaction_id = new_transaction(cursor)
+        post(cursor, transaction_id, [(w.user_cny, "CNY", A, 5)])
+        post(cursor, transaction_id, [(w.clearing_cny, "CNY", A, -5)])
+
+    assert_refused(world, one_leg_per_statement)
+
+
+# --- 6. references: what the foreign keys checked, now set-based per statement ----------------
+REFERENCES: list[BadWrite] = [
+    # balanced legs of a transaction that does not exist
+    lambda c, w: post(c, 10**12, [(w.user_cny, "CNY", A, 5), (w.clearing_cny, "CNY", A, -5)]),
+    # balanced legs on an account that does not exist
+    legs_variant(lambda w: [(10**12, "CNY", A, 5), (w.clearing_cny, "CNY", A, -5)]),
+    # an account with postings deleted, moved to another id, or to another asset
+    sql("DELETE FROM ledger_account WHERE id = %s", lambda w: w.user_cny),
+    sql("UPDATE ledger_account SET id = 10000000 WHERE id = %s", lambda w: w.user_cny),
+    sql(f"UPDATE ledger_account SET asset_id = '{SYMBOL}' WHERE id = %s", lambda w: w.other_cny),
+]
+
+
+@pytest.mark.parametrize("bad_write", REFERENCES)
+def test_postings_refer_to_existing_transactions_and_accounts(
+    world: World, bad_write: BadWrite
+) -> None:
+    assert_refused(world, bad_write)

@@ -255,7 +255,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def ledger_is_sound(self) -> None:
         if connection.vendor == "postgresql":
-            # Fire the deferred balance triggers now: this test runs inside one transaction.
+            # Fire any deferred constraint triggers now: this test runs inside one transaction
+            # (the balance check itself runs per statement, migration 0003).
             with connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 cursor.execute("SET CONSTRAINTS ALL DEFERRED")

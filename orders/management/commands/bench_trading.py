@@ -10,6 +10,7 @@ The data it creates (users bench-*, market BENCH-OUT-CNY) stays in that database
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -36,8 +37,9 @@ from exchange.ledger.selectors import balance_get
 from exchange.markets.models import Market
 from exchange.markets.services import DEMO_MARKETS, market_create
 from exchange.runner.core import BATCH_SIZE, MarketRunner
+from orders.api import MAX_BATCH
 from orders.models import OrderCommand
-from orders.services import order_place, order_request_parse
+from orders.services import order_place, order_place_many, order_request_parse
 
 SYMBOL = "BENCH-OUT-CNY"
 ROOT = Path(__file__).resolve().parents[3]
@@ -107,7 +109,16 @@ class Command(BaseCommand):
         parser.add_argument("--orders", type=int, default=20000)
         parser.add_argument("--clients", type=int, default=16)
         parser.add_argument("--batch", type=int, default=50)
+        parser.add_argument("--batch-clients", type=int, default=8)
+        parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+        parser.add_argument("--only", choices=["single", "batched"], help="api: one of the two")
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--intake-batch",
+            type=int,
+            default=1,
+            help="runner mode: orders per intake transaction (setup, not timed)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if connection.vendor != "postgresql":
@@ -125,16 +136,25 @@ class Command(BaseCommand):
         runner = MarketRunner(market)
         runner.step()  # process leftovers of earlier runs before timing
         started = time.perf_counter()
-        for _ in range(options["orders"]):
-            body = order_body(rng, 800)
-            request = order_request_parse(
-                market=market,
-                side=body["side"],
-                price=body["price"],
-                quantity=body["quantity"],
-                time_in_force=body["time_in_force"],
-            )
-            order_place(user=rng.choice(users), request=request)
+        chunk = max(1, min(options["intake_batch"], MAX_BATCH))
+        for first in range(0, options["orders"], chunk):
+            requests = []
+            for _ in range(min(chunk, options["orders"] - first)):
+                body = order_body(rng, 800)
+                requests.append(
+                    order_request_parse(
+                        market=market,
+                        side=body["side"],
+                        price=body["price"],
+                        quantity=body["quantity"],
+                        time_in_force=body["time_in_force"],
+                    )
+                )
+            user = rng.choice(users)
+            if len(requests) == 1:
+                order_place(user=user, request=requests[0])
+            else:
+                order_place_many(user=user, requests=requests)
         intake = time.perf_counter() - started
         pending = OrderCommand.objects.filter(market=market, seq__isnull=True).count()
         runner = MarketRunner(market)
@@ -149,7 +169,7 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - started
         self.stdout.write(
             f"intake: {options['orders']} orders in {intake:.1f}s "
-            f"({options['orders'] / intake:,.0f} orders/s, one transaction each, in-process)\n"
+            f"({options['orders'] / intake:,.0f} orders/s, {chunk} per transaction, in-process)\n"
             f"runner: {processed} of {pending} pending commands committed in {elapsed:.2f}s "
             f"= {processed / elapsed:,.0f} commands/s durable (batches of up to {BATCH_SIZE})"
         )
@@ -182,7 +202,7 @@ class Command(BaseCommand):
                 "--port",
                 str(port),
                 "--workers",
-                "2",
+                str(options["workers"]),
                 "--log-level",
                 "warning",
                 "--no-access-log",
@@ -205,7 +225,8 @@ class Command(BaseCommand):
                 except OSError:
                     time.sleep(0.2)
             for label, batch in (("single", 1), ("batched", options["batch"])):
-                self.run_clients(base, keys, options, batch, label)
+                if options["only"] in (None, label):
+                    self.run_clients(base, keys, options, batch, label)
         finally:
             for process in (server, engine):
                 process.send_signal(signal.SIGTERM)
@@ -215,15 +236,25 @@ class Command(BaseCommand):
         self, base: str, keys: list[str], options: dict[str, Any], batch: int, label: str
     ) -> None:
         total = options["orders"]
-        per_client = total // len(keys)
+        clients = options["clients"] if batch == 1 else options["batch_clients"]
+        per_client = total // clients
         latencies: list[float] = []
         lock = threading.Lock()
         failures = [0]
 
+        host, port = base.removeprefix("http://").split(":")
+
         def client(number: int) -> None:
+            # one persistent (keep-alive) connection per client, as a trading bot would hold
             rng = random.Random(options["seed"] * 1000 + number)
+            headers = {
+                "Authorization": f"Bearer {keys[number % len(keys)]}",
+                "Content-Type": "application/json",
+                "X-Forwarded-Proto": "https",
+            }
             sent = 0
             mine = []
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
             while sent < per_client:
                 size = min(batch, per_client - sent)
                 bodies = [order_body(rng, 800) for _ in range(size)]
@@ -231,38 +262,28 @@ class Command(BaseCommand):
                     path, payload = "/api/v1/orders", bodies[0]
                 else:
                     path, payload = "/api/v1/orders/batch", {"orders": bodies}
-                request = urllib.request.Request(  # noqa: S310 - loopback
-                    base + path,
-                    method="POST",
-                    data=json.dumps(payload).encode(),
-                    headers={
-                        "Authorization": f"Bearer {keys[number]}",
-                        "Content-Type": "application/json",
-                        "X-Forwarded-Proto": "https",
-                    },
-                )
                 started = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-                        response.read()
-                except urllib.error.HTTPError as error:
-                    error.read()
+                connection.request("POST", path, body=json.dumps(payload), headers=headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status >= 300:
                     failures[0] += 1
                 mine.append(time.perf_counter() - started)
                 sent += size
+            connection.close()
             with lock:
                 latencies.extend(mine)
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(len(keys))]
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
-        orders = per_client * len(keys)
+        orders = per_client * clients
         self.stdout.write(
-            f"api {label}: {orders} orders from {len(keys)} clients in {elapsed:.1f}s = "
+            f"api {label}: {orders} orders from {clients} clients in {elapsed:.1f}s = "
             f"{orders / elapsed:,.0f} orders/s; request latency p50 "
             f"{statistics.median(latencies) * 1000:.1f} ms, p99 "
             f"{percentile(latencies, 0.99) * 1000:.1f} ms; {failures[0]} failed requests"
