@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -61,13 +62,17 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--client", choices=["raw", "websockets"], default="raw")
         parser.add_argument("--client-processes", type=int, default=1)
+        parser.add_argument(
+            "--drivers", type=int, default=4,
+            help="threads placing the orders (one alone cannot commit 100 orders/s here)",
+        )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.REDIS_URL:
             raise CommandError("Set REDIS_URL: the benchmark measures the Redis channel layer.")
         settings.ENGINE_RUNNER = "external"
         market = bench_market()
-        seller, buyer = bench_users(2, market)
+        seller, *buyers = bench_users(1 + max(1, options["drivers"]), market)
         port = free_port()
         db = connection.settings_dict
         env = {
@@ -97,14 +102,14 @@ class Command(BaseCommand):
                     break
                 except OSError:
                     time.sleep(0.2)
-            result = self.measure(port, options, market, seller, buyer)
+            result = self.measure(port, options, market, seller, buyers)
         finally:
             for process in (server, engine):
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
         self.stdout.write(result)
 
-    def measure(self, port: int, options: dict[str, Any], market, seller, buyer) -> str:
+    def measure(self, port: int, options: dict[str, Any], market, seller, buyers) -> str:
         processes = max(1, options["client_processes"])
         context = multiprocessing.get_context("fork")
         connection.close()  # the children must not share the driver's database connection
@@ -126,7 +131,7 @@ class Command(BaseCommand):
         for _, pipe in children:
             pipe.send("measure")
         started = time.perf_counter()
-        placed = drive(market, seller, buyer, options["rate"], options["seconds"])
+        placed = drive(market, seller, buyers, options["rate"], options["seconds"])
         time.sleep(2)
         elapsed = time.perf_counter() - started
         for _, pipe in children:
@@ -154,28 +159,39 @@ class Command(BaseCommand):
         )
 
 
-def drive(market, seller, buyer, rate: float, seconds: float) -> int:
-    """One crossing IOC order (one trade) per 1/rate seconds; returns how many were placed."""
-    placed = 0
-    interval = 1.0 / rate
+def drive(market, seller, buyers, rate: float, seconds: float) -> int:
+    """One crossing IOC order (one trade) per 1/rate seconds, spread over one thread per buyer;
+    returns how many were placed."""
     ask = order_request_parse(market=market, side="sell", price="8.00", quantity="1000")
     order_place(user=seller, request=ask)
-    next_at = time.perf_counter()
-    end = next_at + seconds
-    while time.perf_counter() < end:
-        bid = order_request_parse(
-            market=market, side="buy", price="8.00", quantity="0.01", time_in_force="IOC"
-        )
-        order_place(user=buyer, request=bid)
-        placed += 1
-        if placed % 50_000 == 0:
-            order_place(user=seller, request=ask)
-        next_at += interval
-        delay = next_at - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
     connection.close()
-    return placed
+    placed = [0] * len(buyers)
+    interval = len(buyers) / rate
+    started = time.perf_counter()
+
+    def driver(index: int) -> None:
+        next_at = started + index / rate
+        end = started + seconds
+        while next_at < end:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            bid = order_request_parse(
+                market=market, side="buy", price="8.00", quantity="0.01", time_in_force="IOC"
+            )
+            order_place(user=buyers[index], request=bid)
+            placed[index] += 1
+            if index == 0 and placed[0] % 20_000 == 0:
+                order_place(user=seller, request=ask)
+            next_at += interval
+        connection.close()
+
+    threads = [threading.Thread(target=driver, args=(index,)) for index in range(len(buyers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(placed)
 
 
 # -- the clients (child processes) ---------------------------------------------------------------
