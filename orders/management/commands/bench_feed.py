@@ -12,7 +12,8 @@ The clients share the CPU with the server, so they are made cheap: by default (`
 each is a bare asyncio protocol on uvloop that does the websocket handshake, answers pings and
 splits frames itself, and parses only ``trades`` frames as JSON (``--client websockets`` uses the
 websockets library instead, without compression, for comparison). They run in
-``--client-processes`` child processes, away from the order driver.
+``--client-processes`` child processes, away from the order driver, whose ``--drivers`` threads
+place the orders (more threads than two only add CPU contention on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class Command(BaseCommand):
         parser.add_argument("--client", choices=["raw", "websockets"], default="raw")
         parser.add_argument("--client-processes", type=int, default=1)
         parser.add_argument(
-            "--drivers", type=int, default=4,
-            help="threads placing the orders (one alone cannot commit 100 orders/s here)",
+            "--drivers", type=int, default=2,
+            help="threads placing the orders (one cannot commit 100 orders/s here)",
         )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
