@@ -238,3 +238,18 @@ def test_ticker_is_read_once_per_interval_for_all_connections(layer, market, set
     assert counts[0] in (1, 2)
     assert counts == [counts[0]] * 3
     assert reads == [market.id] * counts[0]
+
+
+def test_frames_skip_the_session_middleware_wrapper() -> None:
+    from channels.sessions import InstanceSessionWrapper
+
+    from exchange.marketdata.consumers import _frame_send
+
+    async def server_send(message):
+        return message
+
+    outer = InstanceSessionWrapper({"cookies": {}}, server_send)
+    inner_of_two = InstanceSessionWrapper({"cookies": {}}, outer.send)
+    assert _frame_send(outer.send) is server_send
+    assert _frame_send(inner_of_two.send) is server_send
+    assert _frame_send(server_send) is server_send
