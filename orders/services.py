@@ -15,7 +15,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -30,8 +29,8 @@ from exchange.errors import (
     ValidationFailed,
 )
 from exchange.ledger import services as ledger
-from exchange.marketdata.state import runner_seq_key
 from exchange.markets.models import Market, MarketStatus
+from exchange.runner.progress import progress_version, progress_wait
 from orders.models import (
     OPEN_STATUSES,
     CommandKind,
@@ -50,7 +49,6 @@ from orders.units import notional_units, price_to_ticks, quantity_to_lots
 MAX_HOLD_UNITS = 10**18
 
 # How often a request waiting for the runner re-reads its order (a primary-key lookup).
-WAIT_POLL_SECONDS = 0.003
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,12 +404,6 @@ def engine_notify(*, market: Market) -> None:
     notify(market)
 
 
-def _runner_progress(market_ids: set[int]) -> tuple[object, ...]:
-    keys = [runner_seq_key(market_id) for market_id in sorted(market_ids)]
-    found = cache.get_many(keys)
-    return tuple(found.get(key) for key in keys)
-
-
 def order_wait(*, order: Order, timeout: float) -> Order:
     """Wait until the runner has processed the order, or ``timeout`` seconds pass."""
     return orders_wait(orders=[order], timeout=timeout)[0]
@@ -430,23 +422,20 @@ def orders_wait(
 ) -> list[Order]:
     """Wait for orders to leave the ``settled`` statuses (by default: ``pending``).
 
-    The runner records each market's journal position in the cache after every commit; a
-    waiting request watches that (cheap) and re-reads its orders only when it moved, so many
+    The runner announces each commit (``exchange.runner.progress``); a waiting request sleeps
+    until its market moves and only then re-reads its orders, so waiting costs no CPU and many
     waiting requests do not hammer the database.
     """
     deadline = time.monotonic() + timeout
     by_id = {order.id: order for order in orders}
     pending = {i for i, o in by_id.items() if o.status in settled}
     markets = {by_id[i].market_id for i in pending}
-    seen = None
     while pending and time.monotonic() < deadline:
-        progress = _runner_progress(markets)
-        if progress != seen or progress == (None,) * len(markets):
-            seen = progress
-            for fresh in Order.objects.select_related("market").filter(id__in=pending):
-                by_id[fresh.id] = fresh
-                if fresh.status not in settled:
-                    pending.discard(fresh.id)
+        version = progress_version(markets)  # before reading: no commit can slip between
+        for fresh in Order.objects.select_related("market").filter(id__in=pending):
+            by_id[fresh.id] = fresh
+            if fresh.status not in settled:
+                pending.discard(fresh.id)
         if pending:
-            time.sleep(WAIT_POLL_SECONDS)
+            progress_wait(markets, since=version, timeout=deadline - time.monotonic())
     return [by_id[order.id] for order in orders]

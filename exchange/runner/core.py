@@ -14,7 +14,8 @@ Public market data is coalesced (``FeedBuffer``): after each commit the batch's 
 book levels and candles join the market's buffer, which is published as ONE ``market.batch``
 event at most once per ``FEED_COALESCE_MS`` (the first change after a quiet spell goes out at
 once). Book updates carry absolute level quantities, so merging batches loses nothing; ``seq``
-counts published updates. Private order updates and fills are published after every commit.
+counts published updates. The book state REST and snapshots read is stored after every commit,
+and private order updates and fills are published after every commit.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from exchange.marketdata.publisher import publish_batch
 from exchange.marketdata.state import (
     book_state_load,
     book_state_store,
-    runner_seq_store,
     ticker_forget,
 )
 from exchange.markets.models import Market, MarketStatus
+from exchange.runner.progress import progress_announce
 from exchange.runner.sql import rows_insert, rows_update
 from orders.models import (
     CommandKind,
@@ -251,6 +252,12 @@ class MarketRunner:
                 state.book_seq = self.feed_seq  # rebuild() moved it on
             book = self.book
             assert book is not None
+            if connection.vendor == "postgresql":
+                # The pending index churns (each command leaves it within a second); a bitmap
+                # scan re-reads every dead entry until VACUUM comes, an index scan marks them
+                # dead as it passes and stops at the LIMIT.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL enable_bitmapscan = off")
             commands = list(
                 OrderCommand.objects.filter(market=self.market, seq__isnull=True)
                 .order_by("id")
@@ -324,17 +331,25 @@ class MarketRunner:
             market_id = self.market.id
 
             def after_commit() -> None:
-                runner_seq_store(market_id=market_id, seq=seq)
                 feed = self.feed
                 feed.bids |= changed_bids
                 feed.asks |= changed_asks
                 feed.trades += trades
                 feed.candles.update(candles)
+                if not self.feed_flush() and (changed_bids or changed_asks or trades):
+                    # REST readers see every commit at once, under the last published seq:
+                    # book updates carry absolute levels, and the next one holds every level
+                    # changed since, so a client applying it to this newer snapshot is right.
+                    if changed_bids or changed_asks:
+                        state = book_snapshot_build(book, self.feed_seq)
+                        book_state_store(market_id=market_id, state=state)
+                    ticker_forget(market_id=market_id)
+                # before answering waiting requests: what they read next must be current
+                progress_announce(market_id=market_id, seq=seq)
                 if user_messages:
                     publish_batch(
                         market_id=market_id, market_message=None, user_messages=user_messages
                     )
-                self.feed_flush()
 
             # robust: a cache or channel-layer outage must not fail the (committed) batch
             transaction.on_commit(after_commit, robust=True)

@@ -70,14 +70,22 @@ def test_websocket_feed_over_a_real_server(server, market, make_user, fund) -> N
         final = get(base, f"/api/v1/markets/{SYMBOL}/book")
         trades = []
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (client.seq is None or client.seq < final["seq"]
-                                                or not trades):  # fmt: skip
+        # The feed is coalesced (FEED_COALESCE_MS): read until the client's book, built from the
+        # snapshot and the updates, is the server's (REST shows every commit at once, under the
+        # last published seq).
+        while time.monotonic() < deadline and (
+            client.seq is None
+            or client.seq < final["seq"]
+            or client.checksum() != final["checksum"]
+            or not trades
+        ):
             message = json.loads(ws.recv(timeout=5))
             messages.append(message)
             if message.get("channel") == "book":
                 assert client.on_message(message) == "ok"
             elif message.get("channel") == "trades":
                 trades.extend(message["trades"])
+            final = get(base, f"/api/v1/markets/{SYMBOL}/book")
         assert client.seq == final["seq"]
         assert [(t["price"], t["quantity"], t["taker_side"]) for t in trades] == [
             ("8.1", "2", "buy")
