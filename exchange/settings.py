@@ -143,16 +143,19 @@ if REDIS_URL:
     # Redis publish per group message, fanned out inside each ASGI process (keeps nothing for a
     # channel that is not listening at that moment).
     CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="core")
+    # channels-redis blocks up to 5 s on an idle channel (BZPOPMIN); redis-py's default socket
+    # timeout is also 5 s, so idle receives raised TimeoutError: give the socket more.
+    CHANNEL_REDIS_HOST = {"address": REDIS_URL, "socket_timeout": 10}
     CHANNEL_LAYERS = {
         "default": (
             {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL]},
+                "CONFIG": {"hosts": [CHANNEL_REDIS_HOST]},
             }
             if CHANNEL_LAYER == "pubsub"
             else {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+                "CONFIG": {"hosts": [CHANNEL_REDIS_HOST], "capacity": 1500, "expiry": 30},
             }
         )
     }

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope
 from exchange.api_errors import error_body
 from exchange.errors import ExchangeError, ValidationFailed
+from exchange.markets.models import Market
 from exchange.markets.selectors import market_get
 from orders import capacity
 from orders.models import Order, OrderStatus, Trade
@@ -123,11 +124,21 @@ class OrderBodySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-def _parse(data: Any) -> OrderRequest:
-    body = OrderBodySerializer(data=data)
-    body.is_valid(raise_exception=True)
-    values = body.validated_data
-    market = market_get(symbol=values["market"])
+def _parse(
+    data: Any,
+    markets: dict[str, Market] | None = None,
+    body: OrderBodySerializer | None = None,
+) -> OrderRequest:
+    """``markets``: symbol → market already read in this request (a batch reads each once);
+    ``body``: a serializer to validate with (a batch reuses one: DRF deep-copies its fields for
+    every new serializer, which was most of a batch's parsing)."""
+    values = (body or OrderBodySerializer()).run_validation(data)
+    symbol = values["market"]
+    market = markets.get(symbol) if markets is not None else None
+    if market is None:
+        market = market_get(symbol=symbol)
+        if markets is not None:
+            markets[symbol] = market
     return order_request_parse(
         market=market,
         side=values["side"],
@@ -229,9 +240,11 @@ class OrderBatchApi(APIView):
             raise ValidationFailed(f"At most {MAX_BATCH} orders per batch.")
         results: list[dict[str, Any] | None] = [None] * len(orders)
         parsed: list[tuple[int, OrderRequest]] = []
+        markets: dict[str, Market] = {}
+        body = OrderBodySerializer()
         for position, item in enumerate(orders):
             try:
-                parsed.append((position, _parse(item)))
+                parsed.append((position, _parse(item, markets, body)))
             except ExchangeError as error:
                 results[position] = _error_result(error)
             except serializers.ValidationError as error:
