@@ -1,4 +1,4 @@
-"""Request-path plumbing: an async-capable static files middleware and a shared Redis pool.
+"""Middleware that keeps Django's request chain asynchronous under ASGI.
 
 WhiteNoise's middleware is synchronous only. One sync-only middleware in an async stack makes
 Django switch threads around it on every request (async → sync for it, sync → async for the
@@ -10,10 +10,8 @@ goes straight on to the next middleware without a hop.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import redis
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -41,24 +39,3 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return await sync_to_async(self.serve)(static_file, request)
         return await self.get_response(request)
-
-
-class SharedConnectionPool(redis.ConnectionPool):
-    """One Redis connection pool per process and URL for Django's cache.
-
-    Django keeps a cache object per request context (under ASGI: per request), and each
-    ``RedisCache`` builds its own pool: every request opened a new Redis connection. The cache's
-    ``pool_class`` option makes them all share this one.
-    """
-
-    _shared: dict[tuple[str, tuple[tuple[str, Any], ...]], redis.ConnectionPool] = {}
-    _lock = threading.Lock()
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> redis.ConnectionPool:  # type: ignore[override]
-        key = (url, tuple(sorted(kwargs.items())))
-        with cls._lock:
-            pool = cls._shared.get(key)
-            if pool is None:
-                pool = cls._shared[key] = redis.ConnectionPool.from_url(url, **kwargs)
-            return pool

@@ -161,10 +161,9 @@ if REDIS_URL:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache with one pool and client per process (see exchange.cache)
+            "BACKEND": "exchange.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            # one pool per process, not one per request (see exchange.middleware)
-            "OPTIONS": {"pool_class": "exchange.middleware.SharedConnectionPool"},
         }
     }
 else:

@@ -1,4 +1,4 @@
-"""The static files middleware keeps the request chain async, and the cache shares one pool."""
+"""The static files middleware keeps the request chain async; the cache shares pool and client."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient
 from django.utils.module_loading import import_string
 
-from exchange.middleware import SharedConnectionPool, StaticFilesMiddleware
+from exchange.cache import SharedConnectionPool
+from exchange.middleware import StaticFilesMiddleware
 
 
 def test_every_middleware_runs_async_under_asgi() -> None:
@@ -59,3 +60,20 @@ def test_cache_pools_are_shared_per_url() -> None:
     other = SharedConnectionPool.from_url("redis://127.0.0.1:6379/10", socket_timeout=1)
     assert first is again
     assert other is not first
+
+
+def test_cache_objects_share_one_client() -> None:
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+
+    from exchange.cache import RedisCache
+
+    cache = caches.create_connection("default")
+    if not isinstance(cache, DjangoRedisCache):
+        pytest.fail("these tests run with REDIS_URL set (the Redis cache)")
+    assert isinstance(cache, RedisCache)
+    another = caches.create_connection("default")
+    assert cache._cache.get_client() is another._cache.get_client()
+    assert cache._cache.get_client().connection_pool is another._cache.get_client().connection_pool
+    cache.set("shared-client-check", 41)
+    assert another.get("shared-client-check") == 41

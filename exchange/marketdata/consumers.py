@@ -32,6 +32,7 @@ from channels.layers import get_channel_layer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
+from exchange.marketdata import hub
 from exchange.marketdata.hub import (
     SLOW_CLOSE_CODE,
     SLOW_CLOSE_REASON,
@@ -94,6 +95,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         if self.user is not None and not self.user.is_authenticated:
             self.user = None
         self.user_subscribed = False
+        self.user_joined = 0.0
         self.layer = get_channel_layer()
         self.user_channel: str | None = None
         self.user_receiver: asyncio.Task[None] | None = None
@@ -155,6 +157,12 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)
             await self.send_json({"type": "heartbeat", "time": int(time.time() * 1000)})
+            # channels-redis forgets group members after a day: renew the private subscription
+            if (
+                self.user_subscribed
+                and time.monotonic() - self.user_joined > hub.GROUP_RENEW_SECONDS
+            ):
+                await self._user_join()
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
@@ -348,6 +356,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             )
         await self.layer.group_add(user_group(self.user.id), self.user_channel)
         self.user_subscribed = True
+        self.user_joined = time.monotonic()
 
     async def _user_leave(self) -> None:
         self.user_subscribed = False

@@ -198,3 +198,38 @@ def test_foreign_origin_is_refused(market) -> None:
         assert not connected
 
     run(scenario)
+
+
+def test_private_subscription_is_renewed_before_the_layer_forgets_it(
+    market, make_user, settings, monkeypatch
+) -> None:
+    """channels-redis drops group members after a day; the heartbeat re-joins the user group."""
+    from channels.layers import get_channel_layer
+
+    from exchange.marketdata import hub
+
+    settings.WS_HEARTBEAT_SECONDS = 0.05
+    monkeypatch.setattr(hub, "GROUP_RENEW_SECONDS", 0.1)
+    user = make_user()
+    layer = get_channel_layer()
+    joins = []
+    original = layer.group_add
+
+    async def counting_group_add(group, channel):
+        joins.append(group)
+        return await original(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", counting_group_add)
+
+    async def scenario():
+        ws = connect(user=user)
+        await ws.connect()
+        await ws.send_json_to({"op": "subscribe", "channels": ["user"]})
+        assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
+        for _ in range(8):  # heartbeats, ~0.4 s
+            assert (await ws.receive_json_from(timeout=2))["type"] == "heartbeat"
+        await ws.disconnect()
+
+    run(scenario)
+    user_joins = [group for group in joins if group == f"user.{user.id}"]
+    assert len(user_joins) >= 3
