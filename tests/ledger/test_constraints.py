@@ -84,11 +84,8 @@ def post(cursor: Any, transaction_id: int, legs: list[tuple[int, str, str, int]]
     """All legs in one INSERT, the way the journal writes them (balance is checked per
     statement)."""
     rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(legs))
-    cursor.execute(
-        "INSERT INTO ledger_posting (transaction_id, account_id, asset_id, bucket, amount) "
-        f"VALUES {rows}",  # noqa: S608 -- placeholders only
-        [value for leg in legs for value in (transaction_id, *leg)],
-    )
+    statement = f"INSERT INTO ledger_posting (transaction_id, account_id, asset_id, bucket, amount) VALUES {rows}"  # noqa: S608 -- placeholders only
+    cursor.execute(statement, [value for leg in legs for value in (transaction_id, *leg)])
 
 
 BadWrite = Callable[[Any, World], None]
@@ -395,7 +392,11 @@ REFERENCES: list[BadWrite] = [
     # an account with postings deleted, moved to another id, or to another asset
     sql("DELETE FROM ledger_account WHERE id = %s", lambda w: w.user_cny),
     sql("UPDATE ledger_account SET id = 10000000 WHERE id = %s", lambda w: w.user_cny),
-    sql(f"UPDATE ledger_account SET asset_id = '{SYMBOL}' WHERE id = %s", lambda w: w.other_cny),
+    sql(
+        "UPDATE ledger_account SET asset_id = %s WHERE id = %s",
+        lambda w: SYMBOL,
+        lambda w: w.other_cny,
+    ),
 ]
 
 
