@@ -30,6 +30,14 @@ TEXT_TYPES = frozenset({"text", "varchar"})
 _BARE_WORD = re.compile(r"(?!(?i:null)$)[A-Za-z0-9_]+")
 
 
+def _integer_text(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if type(value) is not int:  # never coerce: not a bool, a float or a Decimal
+        raise TypeError(f"integer array element expected, got {value!r}")
+    return str(value)
+
+
 def array_param(values: list[object], sql_type: str) -> tuple[str, object]:
     """A placeholder and value for ``values`` as a PostgreSQL ``sql_type[]`` parameter.
 
@@ -39,8 +47,7 @@ def array_param(values: list[object], sql_type: str) -> tuple[str, object]:
     everything else in psycopg's binary format (no quoting, ~4× faster than text).
     """
     if sql_type in INTEGER_TYPES:
-        text = ",".join("NULL" if value is None else str(int(value)) for value in values)  # type: ignore[call-overload]
-        return f"%s::{sql_type}[]", "{" + text + "}"
+        return f"%s::{sql_type}[]", "{" + ",".join(map(_integer_text, values)) + "}"
     if sql_type in TEXT_TYPES and all(
         type(value) is str and _BARE_WORD.fullmatch(value) for value in values
     ):

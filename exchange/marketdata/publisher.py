@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -42,6 +43,7 @@ class _Background:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.queued = 0
@@ -87,7 +89,8 @@ def _background_for(layer: Any) -> _Background | None:
     if not type(layer).__module__.startswith("channels_redis"):
         return None
     with _background_lock:
-        if _background is None or _background.layer is not layer:
+        # a forked child has no thread draining its parent's queue: start its own
+        if _background is None or _background.layer is not layer or _background.pid != os.getpid():
             _background = _Background(layer)
         return _background
 

@@ -209,7 +209,8 @@ class MarketRunner:
         book.drain_changed()
         self.book = book
         self.seq = state.seq
-        self.feed = FeedBuffer()
+        # self.feed is kept: it holds only committed changes (trades and candles must still go
+        # out; its levels are read from this rebuilt, committed book when it is published)
         market_id = self.market.id
         snapshot = book_snapshot_build(book, state.book_seq)
         try:
@@ -331,27 +332,22 @@ class MarketRunner:
             market_id = self.market.id
 
             def after_commit() -> None:
-                feed = self.feed
-                feed.bids |= changed_bids
-                feed.asks |= changed_asks
-                feed.trades += trades
-                feed.candles.update(candles)
-                if not self.feed_flush() and (changed_bids or changed_asks or trades):
-                    # REST readers see every commit at once, under the last published seq:
-                    # book updates carry absolute levels, and the next one holds every level
-                    # changed since, so a client applying it to this newer snapshot is right.
-                    if changed_bids or changed_asks:
-                        state = book_snapshot_build(book, self.feed_seq)
-                        book_state_store(market_id=market_id, state=state)
-                    ticker_forget(market_id=market_id)
-                # before answering waiting requests: what they read next must be current
-                progress_announce(market_id=market_id, seq=seq)
+                # Each step on its own: a cache outage must not cost the waiting requests
+                # their wake-up nor the users their private updates.
+                try:
+                    self._feed_add(changed_bids, changed_asks, trades, candles)
+                except Exception:
+                    logger.exception("public data of %s not stored", self.market.symbol)
+                # after the REST state: what woken requests read next must be current
+                try:
+                    progress_announce(market_id=market_id, seq=seq)
+                except Exception:
+                    logger.exception("progress of %s not announced", self.market.symbol)
                 if user_messages:
                     publish_batch(
                         market_id=market_id, market_message=None, user_messages=user_messages
                     )
 
-            # robust: a cache or channel-layer outage must not fail the (committed) batch
             transaction.on_commit(after_commit, robust=True)
             return len(commands)
 
@@ -560,6 +556,32 @@ class MarketRunner:
         state.save()
 
     # -- public feed ----------------------------------------------------------------------------
+    def _feed_add(
+        self,
+        bids: set[int],
+        asks: set[int],
+        trades: list[list[Any]],
+        candles: dict[str, list[int]],
+    ) -> None:
+        """A committed batch's public changes join the buffer (published now if due)."""
+        held = self.feed.candles
+        if any(interval in held and held[interval][0] != v[0] for interval, v in candles.items()):
+            # a new candle period began: the closed candle's final state goes out first
+            self.feed_flush(force=True)
+        feed = self.feed
+        feed.bids |= bids
+        feed.asks |= asks
+        feed.trades += trades
+        feed.candles.update(candles)
+        if not self.feed_flush() and (bids or asks or trades):
+            # REST readers see every commit at once, under the last published seq: book
+            # updates carry absolute levels, and the next one holds every level changed since,
+            # so a client applying it to this newer snapshot is right.
+            if bids or asks:
+                state = book_snapshot_build(self.book, self.feed_seq)
+                book_state_store(market_id=self.market.id, state=state)
+            ticker_forget(market_id=self.market.id)
+
     def feed_due(self) -> float | None:
         """Seconds until the buffered changes may be published (0: now), None if none wait."""
         if not self.feed:
@@ -580,8 +602,6 @@ class MarketRunner:
         if feed.bids or feed.asks:
             self.feed_seq += 1
             book_update = book_update_build(book, feed.bids, feed.asks, self.feed_seq)
-            book_state_store(market_id=market_id, state=book_snapshot_build(book, self.feed_seq))
-        ticker_forget(market_id=market_id)
         best_bid, best_ask = book.best_bid(), book.best_ask()
         publish_batch(
             market_id=market_id,
@@ -598,6 +618,13 @@ class MarketRunner:
             },
             user_messages={},
         )
+        try:  # readers' state after the message is out: a cache outage must not lose trades
+            if book_update is not None:
+                state = book_snapshot_build(book, self.feed_seq)
+                book_state_store(market_id=market_id, state=state)
+            ticker_forget(market_id=market_id)
+        except Exception:
+            logger.exception("book state of %s not stored", self.market.symbol)
         return True
 
     def _user_messages(self, effects: BatchEffects) -> dict[int, list[dict[str, Any]]]:

@@ -51,11 +51,15 @@ def _seen(market_id: int, seq: int) -> None:
 
 
 def progress_announce(*, market_id: int, seq: int) -> None:
-    """The runner committed ``market_id``'s journal up to ``seq`` (call after commit)."""
-    runner_seq_store(market_id=market_id, seq=seq)
+    """The runner committed ``market_id``'s journal up to ``seq`` (call after commit). The
+    three ways are independent: one failing (Redis restarting) does not stop the others."""
     _seen(market_id, seq)
     if settings.REDIS_URL:
-        _redis().publish(CHANNEL, f"{market_id}:{seq}")
+        try:
+            _redis().publish(CHANNEL, f"{market_id}:{seq}")
+        except Exception:
+            logger.warning("runner progress not published", exc_info=True)
+    runner_seq_store(market_id=market_id, seq=seq)
 
 
 def _listen_forever() -> None:

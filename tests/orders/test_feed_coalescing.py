@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -152,3 +153,40 @@ def test_the_loop_publishes_held_back_data_once_due(
     assert len(published) == count + 1
     assert published[-1]["book"]["asks"] == [[830, 1000]]
     loop.release()
+
+
+def test_a_closed_candle_goes_out_before_the_next_period_is_merged(
+    market, published, external, committed
+) -> None:
+    runner = MarketRunner(market, feed_window=3600.0)
+    committed(runner.rebuild)
+    runner.feed_published = time.monotonic()  # inside the window: held back
+    runner._feed_add(set(), set(), [[1, 800, 10, "buy", 0]], {"1m": [60, 800, 800, 800, 800, 10]})
+    runner._feed_add(set(), set(), [[2, 801, 10, "buy", 0]], {"1m": [60, 800, 801, 800, 801, 20]})
+    assert published == []
+    runner._feed_add(set(), set(), [[3, 810, 5, "buy", 0]], {"1m": [120, 810, 810, 810, 810, 5]})
+    assert len(published) == 1  # the minute closed: its final state is not overwritten
+    assert published[0]["candles"]["1m"] == [60, 800, 801, 800, 801, 20]
+    assert [trade[0] for trade in published[0]["trades"]] == [1, 2]
+    assert runner.feed_flush(force=True)
+    assert published[1]["candles"]["1m"][0] == 120
+    assert [trade[0] for trade in published[1]["trades"]] == [3]
+
+
+def test_held_back_trades_survive_a_failed_batch(
+    market, trader, fund, published, external, committed
+) -> None:
+    seller, buyer = trader(), trader()
+    fund(seller.user, tokens=5_000_000, market=market)
+    fund(buyer.user, cny=100)
+    runner = MarketRunner(market, feed_window=3600.0)
+    place(seller, side="sell", price="8.00", quantity="1")
+    committed(runner.step)  # published at once (first change after a quiet spell)
+    place(buyer, side="buy", price="8.00", quantity="0.5")
+    committed(runner.step)  # a trade, held back
+    before = len(published)
+    runner.book = None  # what a failed batch leaves: the next step rebuilds from the database
+    committed(runner.step)
+    assert runner.feed_flush(force=True)
+    assert len(published) == before + 1
+    assert [trade[1:3] for trade in published[-1]["trades"]] == [[800, 500]]

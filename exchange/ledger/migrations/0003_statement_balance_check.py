@@ -6,11 +6,13 @@ engine runner's commit. The journal writes all the legs of a transaction in ONE 
 COPY of the batch), so the check now runs once per statement over its transition table: every
 transaction that statement touched must sum to zero per asset, counting the postings it already
 had. The rule is stricter than before: the legs of a transaction arrive in one statement (legs
-added one statement at a time, or later to an existing transaction, are refused immediately).
+added one statement at a time are refused at the first; legs appended later to an existing
+transaction are refused unless they balance among themselves, as before).
 
 The two foreign keys of a posting (to its transaction, and the composite (account, asset) to its
 account) cost one lookup per row each, half of them queued to commit; the same statement-level
-trigger now checks them with one join each, and a trigger on ``ledger_account`` refuses to
+trigger now checks them with one join each (share-locking the accounts, as the foreign key
+did), and a trigger on ``ledger_account`` refuses to
 delete an account, or change its id or asset, while postings refer to it (what the foreign key
 did on that side; transactions are append-only already).
 """
@@ -38,6 +40,11 @@ BEGIN
         RAISE EXCEPTION 'ledger postings refer to a transaction that does not exist'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
+    -- what a foreign key does: share-lock the referenced accounts, so that a concurrent
+    -- DELETE or change of id or asset waits for this transaction (and then sees its postings)
+    PERFORM 1 FROM ledger_account
+      WHERE id = ANY (ARRAY(SELECT DISTINCT account_id FROM inserted_postings))
+      FOR KEY SHARE;
     SELECT p.account_id, p.asset_id INTO problem
       FROM (SELECT DISTINCT account_id, asset_id FROM inserted_postings) p
      WHERE NOT EXISTS (
