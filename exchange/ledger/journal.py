@@ -139,34 +139,7 @@ def journal_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
     ``atomic`` owns durability. Raises ``InsufficientFunds`` or ``IdempotencyConflict`` with
     nothing written.
     """
-    try:
-        with transaction.atomic():
-            return _post(entries)
-    except DataError as error:
-        # A balance would leave the range of bigint (PostgreSQL raises on overflow).
-        raise ValidationFailed("Amount out of range for the ledger.") from error
-
-
-def journal_post_ids(entries: Sequence[Entry]) -> list[int]:
-    """``journal_post`` for the hot path: returns only the transaction ids (no model objects).
-
-    Same guarantees; must run inside the caller's transaction.
-    """
-    try:
-        with transaction.atomic():
-            created, replayed, _ = _post_rows(entries)
-    except DataError as error:
-        raise ValidationFailed("Amount out of range for the ledger.") from error
-    return [
-        replayed[e.idempotency_key].id
-        if e.idempotency_key in replayed
-        else created[e.idempotency_key]
-        for e in entries
-    ]
-
-
-def _post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
-    created, replayed, now = _post_rows(entries)
+    created, replayed, now = _post_atomic(entries)
     result = []
     for entry in entries:
         existing = replayed.get(entry.idempotency_key)
@@ -186,6 +159,31 @@ def _post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
             )
         )
     return result
+
+
+def journal_post_ids(entries: Sequence[Entry]) -> list[int]:
+    """``journal_post`` for the hot path: returns only the transaction ids (no model objects).
+
+    Same guarantees; must run inside the caller's transaction.
+    """
+    created, replayed, _ = _post_atomic(entries)
+    return [
+        replayed[e.idempotency_key].id
+        if e.idempotency_key in replayed
+        else created[e.idempotency_key]
+        for e in entries
+    ]
+
+
+def _post_atomic(
+    entries: Sequence[Entry],
+) -> tuple[dict[str, int], dict[str, LedgerTransaction], datetime]:
+    try:
+        with transaction.atomic():
+            return _post_rows(entries)
+    except DataError as error:
+        # A balance would leave the range of bigint (PostgreSQL raises on overflow).
+        raise ValidationFailed("Amount out of range for the ledger.") from error
 
 
 def _post_rows(

@@ -226,13 +226,7 @@ class MarketRunner:
             self.feed_seq = state.book_seq + 1
             state.book_seq = self.feed_seq
             MarketEngineState.objects.filter(pk=state.pk).update(book_seq=self.feed_seq)
-            snapshot = book_snapshot_build(book, self.feed_seq)
-
-        def store() -> None:
-            book_state_store(market_id=market_id, state=snapshot)
-            ticker_forget(market_id=market_id)
-
-        transaction.on_commit(store, robust=True)
+        transaction.on_commit(lambda: self._readers_refresh(book=True), robust=True)
 
     # -- one batch ------------------------------------------------------------------------------
     def step(self, limit: int = BATCH_SIZE) -> int:
@@ -577,10 +571,15 @@ class MarketRunner:
             # REST readers see every commit at once, under the last published seq: book
             # updates carry absolute levels, and the next one holds every level changed since,
             # so a client applying it to this newer snapshot is right.
-            if bids or asks:
-                state = book_snapshot_build(self.book, self.feed_seq)
-                book_state_store(market_id=self.market.id, state=state)
-            ticker_forget(market_id=self.market.id)
+            self._readers_refresh(book=bool(bids or asks))
+
+    def _readers_refresh(self, *, book: bool) -> None:
+        """What REST and websocket snapshots read: the book under the last published seq (if
+        it changed), and a ticker to recompute."""
+        if book and self.book is not None:
+            state = book_snapshot_build(self.book, self.feed_seq)
+            book_state_store(market_id=self.market.id, state=state)
+        ticker_forget(market_id=self.market.id)
 
     def feed_due(self) -> float | None:
         """Seconds until the buffered changes may be published (0: now), None if none wait."""
@@ -619,10 +618,7 @@ class MarketRunner:
             user_messages={},
         )
         try:  # readers' state after the message is out: a cache outage must not lose trades
-            if book_update is not None:
-                state = book_snapshot_build(book, self.feed_seq)
-                book_state_store(market_id=market_id, state=state)
-            ticker_forget(market_id=market_id)
+            self._readers_refresh(book=book_update is not None)
         except Exception:
             logger.exception("book state of %s not stored", self.market.symbol)
         return True
