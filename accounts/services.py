@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import REGION_CODES, SCOPE_CODES, ApiKey, Profile, Role, User
+from exchange.db import unique_row
 from exchange.errors import Conflict, NotFound, ValidationFailed
 
 KEY_PREFIX = "tx"
@@ -152,7 +153,7 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
     parts = key.split("_")
     if len(parts) < 3 or parts[0] != KEY_PREFIX:
         return None
-    api_key = ApiKey.objects.select_related("user").filter(prefix=parts[1]).first()
+    api_key = unique_row(ApiKey.objects.select_related("user").filter(prefix=parts[1]))
     if api_key is None or not secrets.compare_digest(api_key.hashed_key, api_key_hash(key)):
         return None
     now = timezone.now()

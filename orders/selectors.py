@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from accounts.models import User
+from exchange.db import unique_row
 from exchange.errors import NotFound
 from exchange.markets.models import Market
 from orders.models import (
@@ -17,7 +18,7 @@ from orders.models import (
 
 
 def order_get(*, user: User, order_id: int) -> Order:
-    order = Order.objects.select_related("market").filter(user=user, id=order_id).first()
+    order = unique_row(Order.objects.select_related("market").filter(user=user, id=order_id))
     if order is None:
         raise NotFound("No such order.")
     return order
@@ -50,4 +51,4 @@ def fill_list(*, user: User, market: Market | None = None) -> QuerySet[Trade]:
 
 
 def engine_state_get(*, market: Market) -> MarketEngineState | None:
-    return MarketEngineState.objects.filter(market=market).first()
+    return unique_row(MarketEngineState.objects.filter(market=market))

@@ -16,9 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from exchange.db import unique_row
 from exchange.errors import (
     DuplicateClientOrderId,
     ExchangeError,
@@ -31,6 +33,7 @@ from exchange.errors import (
 from exchange.ledger import services as ledger
 from exchange.markets.models import Market, MarketStatus
 from exchange.runner.progress import progress_version, progress_wait
+from orders import waiting
 from orders.models import (
     OPEN_STATUSES,
     CommandKind,
@@ -192,7 +195,7 @@ def _protection_ticks(market: Market, side: str) -> int:
 def _existing_for_client_id(user: User, request: OrderRequest) -> Order | None:
     if request.client_order_id is None:
         return None
-    existing = Order.objects.filter(user=user, client_order_id=request.client_order_id).first()
+    existing = unique_row(Order.objects.filter(user=user, client_order_id=request.client_order_id))
     if existing is None:
         return None
     if existing.request_fingerprint != request.fingerprint():
@@ -261,46 +264,79 @@ def order_place_many(
     Otherwise (a refusal, a replayed client_order_id) each order is placed on its own, so each
     gets its own answer. Returns, per request, (order, created) or the error refusing it.
     """
-    client_ids = [r.client_order_id for r in requests if r.client_order_id is not None]
-    fast = len(set(client_ids)) == len(client_ids) and not (
-        client_ids and Order.objects.filter(user=user, client_order_id__in=client_ids).exists()
-    )
+    return _place_group([(user, request) for request in requests])
+
+
+def _place_group(
+    items: list[tuple[User, OrderRequest]],
+) -> list[tuple[Order, bool] | ExchangeError]:
+    """``order_place_many`` for orders of any users (a batch, or concurrent single orders)."""
+    results: list[tuple[Order, bool] | ExchangeError | None] = [None] * len(items)
+    claimed = [(user.pk, r.client_order_id) for user, r in items if r.client_order_id is not None]
+    fast = len(set(claimed)) == len(claimed)
+    if fast and claimed:
+        replayed = Q()
+        for user_id, client_order_id in claimed:
+            replayed |= Q(user_id=user_id, client_order_id=client_order_id)
+        fast = not Order.objects.filter(replayed).exists()
     if fast:
-        try:
-            orders = []
-            for request in requests:
+        orders: list[Order] = []
+        positions: list[int] = []
+        for position, (user, request) in enumerate(items):
+            try:
                 protection, hold_asset, hold_amount = order_hold(request)
-                orders.append(_order_new(user, request, protection, hold_asset, hold_amount))
-            with transaction.atomic(durable=True):
-                Order.objects.bulk_create(orders)
-                ledger.hold_place_many(
-                    holds=[
-                        ledger.HoldRequest(
-                            user=user,
-                            asset=o.hold_asset,
-                            amount=o.hold_amount,
-                            reference=f"order:{o.id}",
-                            idempotency_key=f"order:{o.id}:hold",
-                        )
-                        for o in orders
-                    ]
-                )
-                OrderCommand.objects.bulk_create(
-                    [OrderCommand(market=o.market, order=o, kind=CommandKind.NEW) for o in orders]
-                )
+            except ExchangeError as error:  # refused before anything is written
+                results[position] = error
+                continue
+            orders.append(_order_new(user, request, protection, hold_asset, hold_amount))
+            positions.append(position)
+        try:
+            if orders:
+                with transaction.atomic(durable=True):
+                    _journal_many(orders)
         except (ExchangeError, IntegrityError):
             pass  # fall back to one transaction per order, for an answer per order
         else:
             for market in {o.market_id: o.market for o in orders}.values():
                 engine_notify(market=market)
-            return [(order, True) for order in orders]
-    results: list[tuple[Order, bool] | ExchangeError] = []
-    for request in requests:
+            for position, order in zip(positions, orders, strict=True):
+                results[position] = (order, True)
+            return _all_answered(results)
+    for position, (user, request) in enumerate(items):
+        if results[position] is not None:
+            continue
         try:
-            results.append(order_place(user=user, request=request))
+            results[position] = _order_place_one(user=user, request=request)
         except ExchangeError as error:
-            results.append(error)
-    return results
+            results[position] = error
+    return _all_answered(results)
+
+
+def _all_answered(
+    results: list[tuple[Order, bool] | ExchangeError | None],
+) -> list[tuple[Order, bool] | ExchangeError]:
+    answered = [r for r in results if r is not None]
+    assert len(answered) == len(results)
+    return answered
+
+
+def _journal_many(orders: list[Order]) -> None:
+    Order.objects.bulk_create(orders)
+    ledger.hold_place_many(
+        holds=[
+            ledger.HoldRequest(
+                user=o.user,
+                asset=o.hold_asset,
+                amount=o.hold_amount,
+                reference=f"order:{o.id}",
+                idempotency_key=f"order:{o.id}:hold",
+            )
+            for o in orders
+        ]
+    )
+    OrderCommand.objects.bulk_create(
+        [OrderCommand(market=o.market, order=o, kind=CommandKind.NEW) for o in orders]
+    )
 
 
 def order_place(
@@ -310,7 +346,21 @@ def order_place(
 
     Re-sending the same ``client_order_id`` with the same body returns the existing order and
     ``created=False``; with another body it raises ``DuplicateClientOrderId``.
+
+    Concurrent calls in one process share a transaction (``orders.intake``: group commit); each
+    still gets its own answer, exactly as if it had been placed alone.
     """
+    if capacity_listing_id is not None:
+        return _order_place_one(user=user, request=request, capacity_listing_id=capacity_listing_id)
+    from orders.intake import group_place
+
+    return group_place(user, request, _place_group)
+
+
+def _order_place_one(
+    *, user: User, request: OrderRequest, capacity_listing_id: int | None = None
+) -> tuple[Order, bool]:
+    """``order_place`` in a transaction of its own."""
     existing = _existing_for_client_id(user, request)
     if existing is not None:
         return existing, False
@@ -423,19 +473,27 @@ def orders_wait(
     """Wait for orders to leave the ``settled`` statuses (by default: ``pending``).
 
     The runner announces each commit (``exchange.runner.progress``); a waiting request sleeps
-    until its market moves and only then re-reads its orders, so waiting costs no CPU and many
-    waiting requests do not hammer the database.
+    until its market moves and only then re-reads its orders, so waiting costs no CPU; the
+    requests of a process waiting at the same time share one read (``orders.waiting``), so
+    many of them do not hammer the database.
     """
     deadline = time.monotonic() + timeout
     by_id = {order.id: order for order in orders}
     pending = {i for i, o in by_id.items() if o.status in settled}
+    if not pending:
+        return list(orders)
     markets = {by_id[i].market_id for i in pending}
-    while pending and time.monotonic() < deadline:
-        version = progress_version(markets)  # before reading: no commit can slip between
-        for fresh in Order.objects.select_related("market").filter(id__in=pending):
-            by_id[fresh.id] = fresh
-            if fresh.status not in settled:
-                pending.discard(fresh.id)
-        if pending:
-            progress_wait(markets, since=version, timeout=deadline - time.monotonic())
+    watched = list(pending)
+    waiting.want(watched)
+    try:
+        while pending and time.monotonic() < deadline:
+            version = progress_version(markets)  # before reading: no commit can slip between
+            for order_id, fresh in waiting.read(pending).items():
+                by_id[order_id] = fresh
+                if fresh.status not in settled:
+                    pending.discard(order_id)
+            if pending:
+                progress_wait(markets, since=version, timeout=deadline - time.monotonic())
+    finally:
+        waiting.unwant(watched)
     return [by_id[order.id] for order in orders]

@@ -1,27 +1,84 @@
-"""The static files middleware keeps the request chain async; the cache shares pool and client."""
+"""The HTTP request chain runs in one thread hop under ASGI; the cache shares pool and client."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+from unittest import mock
+
 import pytest
-from asgiref.sync import async_to_sync, iscoroutinefunction
-from django.conf import settings
+from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient
-from django.utils.module_loading import import_string
 
 from exchange.cache import SharedConnectionPool
-from exchange.middleware import StaticFilesMiddleware
+from exchange.handler import SyncChainASGIHandler
 
 
-def test_every_middleware_runs_async_under_asgi() -> None:
-    """One sync-only middleware makes Django hop threads around it on every request."""
-    sync_only = [
-        path
-        for path in settings.MIDDLEWARE
-        if not getattr(import_string(path), "async_capable", False)
-    ]
-    assert sync_only == []
-    assert iscoroutinefunction(ASGIHandler()._middleware_chain)
+def _serve(handler: ASGIHandler, path: str) -> tuple[int, bytes, int]:
+    """One GET through ``handler`` as an ASGI server would send it: (status, body, thread hops)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("localhost", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays connected; Django cancels this
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    hops = 0
+    real_call = SyncToAsync.__call__
+
+    async def counting(self: SyncToAsync, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await real_call(self, *args, **kwargs)
+
+    with mock.patch.object(SyncToAsync, "__call__", counting):
+        async_to_sync(handler)(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body, hops
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_request_chain_takes_one_thread_hop() -> None:
+    """Django's own handler hops threads around every sync middleware (two hops each); ours
+    enters the whole chain, middleware and view, once."""
+    handler = SyncChainASGIHandler()
+    assert iscoroutinefunction(handler._middleware_chain)
+    status, body, hops = _serve(handler, "/healthz")
+    assert (status, body) == (200, b'{"status": "ok"}')
+    _, _, django_hops = _serve(ASGIHandler(), "/healthz")
+    # one hop into the chain; Django's own handler also hops for the request_finished signal
+    assert hops <= 3
+    assert django_hops >= hops + 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_errors_and_static_files_go_through_the_sync_chain() -> None:
+    handler = SyncChainASGIHandler()
+    status, body, _ = _serve(handler, "/static/img/favicon.svg")
+    assert status == 200
+    assert b"<svg" in body
+    assert _serve(handler, "/static/img/nope.svg")[0] == 404
+    assert _serve(handler, "/api/v1/markets/NOPE")[0] == 404
 
 
 @pytest.mark.django_db
@@ -35,23 +92,6 @@ def test_static_files_are_served_and_other_paths_pass_through() -> None:
         assert (await client.get("/healthz")).status_code == 200
 
     async_to_sync(requests)()
-
-
-def test_static_middleware_is_sync_capable_too() -> None:
-    seen = []
-
-    def view(request):
-        seen.append(request)
-        return "response"
-
-    middleware = StaticFilesMiddleware(view)
-    assert not iscoroutinefunction(middleware)
-
-    class Request:
-        path_info = "/api/v1/markets"
-
-    assert middleware(Request()) == "response"
-    assert len(seen) == 1
 
 
 def test_cache_pools_are_shared_per_url() -> None:

@@ -1,5 +1,6 @@
 from django.db.models import QuerySet
 
+from exchange.db import unique_row
 from exchange.errors import NotFound
 from exchange.markets.models import Market
 
@@ -9,7 +10,7 @@ def market_list() -> QuerySet[Market]:
 
 
 def market_get(*, symbol: str) -> Market:
-    market = Market.objects.filter(symbol=symbol).first()
+    market = unique_row(Market.objects.filter(symbol=symbol))
     if market is None:
         raise NotFound(f"Unknown market {symbol!r}.")
     return market
