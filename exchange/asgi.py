@@ -16,10 +16,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from exchange.demo.simulator import demo_start  # noqa: E402
 from exchange.routing import websocket_urlpatterns  # noqa: E402
 from exchange.runner.embedded import embedded_start  # noqa: E402
+from orders.fastpath import OrderFastPath  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # bots' order requests skip Django's request machinery (orders.fastpath)
+        "http": OrderFastPath(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

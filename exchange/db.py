@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 
-M = TypeVar("M", bound=Model)
+Row = TypeVar("Row")  # a model instance, or a values_list row
 
 
-def unique_row(queryset: QuerySet[M]) -> M | None:
+def unique_row(queryset: QuerySet[Any, Row]) -> Row | None:
     """The row of a lookup by a unique key, or None.
 
     ``first()`` adds an ORDER BY, and compiling an ordering costs more CPU than the whole query

@@ -263,6 +263,10 @@ ENGINE_RUNNER = env.str("ENGINE_RUNNER", default="embedded")
 if ENGINE_RUNNER not in ("embedded", "external", "inline"):
     raise ImproperlyConfigured("ENGINE_RUNNER must be embedded, external or inline.")
 ORDER_WAIT_SECONDS = env.float("ORDER_WAIT_SECONDS", default=2.0)
+# Bots' order requests (Bearer API key, JSON) are taken in front of Django (orders.fastpath).
+ORDER_FAST_PATH = env.bool("ORDER_FAST_PATH", default=True)
+# How long that path trusts an API key it has checked (a revoked key works that much longer).
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=2.0)
 
 # --- Funding (Stripe deposits, payouts, reconciliation) ---------------------------------------
 # Amounts are in currency units (e.g. "5000" CNY), the same for every currency.

@@ -124,7 +124,7 @@ class OrderBodySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-def _parse(
+def order_body_parse(
     data: Any,
     markets: dict[str, Market] | None = None,
     body: OrderBodySerializer | None = None,
@@ -154,20 +154,24 @@ def _parse(
 
 
 def _place(request: Request, data: Any) -> tuple[Order, bool]:
-    order, created = order_place(user=request.user, request=_parse(data))
+    order, created = order_place(user=request.user, request=order_body_parse(data))
     if order.status == OrderStatus.PENDING:
         order = order_wait(order=order, timeout=settings.ORDER_WAIT_SECONDS)
     return order, created
 
 
-def _with_fills(order: Order) -> dict[str, Any]:
+def order_with_fills_json(order: Order, trades: list[Trade] | None = None) -> dict[str, Any]:
+    """The order with its fills (``trades``: the order's trades, if already read)."""
     data = order_json(order)
     data["fills"] = []
     if order.filled_lots:
-        trades = Trade.objects.select_related("market").filter(
-            Q(taker_order=order) | Q(maker_order=order)
-        )
-        data["fills"] = [fill_json(t, order.user_id) for t in trades.order_by("id")]
+        if trades is None:
+            trades = list(
+                Trade.objects.select_related("market")
+                .filter(Q(taker_order=order) | Q(maker_order=order))
+                .order_by("id")
+            )
+        data["fills"] = [fill_json(t, order.user_id) for t in trades]
     return data
 
 
@@ -211,9 +215,8 @@ class OrderListApi(APIView):
     )
     def post(self, request: Request) -> Response:
         order, created = _place(request, request.data)
-        return Response(
-            _with_fills(order), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(order_with_fills_json(order), status=code)
 
     @extend_schema(
         parameters=[OpenApiParameter("market", str)],
@@ -233,41 +236,61 @@ class OrderBatchApi(APIView):
 
     @extend_schema(request=dict, responses={200: dict})
     def post(self, request: Request) -> Response:
-        orders = request.data.get("orders") if isinstance(request.data, dict) else None
-        if not isinstance(orders, list) or not orders:
-            raise ValidationFailed('Send {"orders": [...]} with 1 to 50 orders.')
-        if len(orders) > MAX_BATCH:
-            raise ValidationFailed(f"At most {MAX_BATCH} orders per batch.")
-        results: list[dict[str, Any] | None] = [None] * len(orders)
-        parsed: list[tuple[int, OrderRequest]] = []
-        markets: dict[str, Market] = {}
-        body = OrderBodySerializer()
-        for position, item in enumerate(orders):
-            try:
-                parsed.append((position, _parse(item, markets, body)))
-            except ExchangeError as error:
-                results[position] = _error_result(error)
-            except serializers.ValidationError as error:
-                results[position] = {
-                    "status": 400,
-                    **error_body("invalid", "Invalid order.", error.detail),
-                }
+        results, parsed = batch_parse(request.data)
         placed = order_place_many(user=request.user, requests=[r for _, r in parsed])
-        done = [(p, outcome) for (p, _), outcome in zip(parsed, placed, strict=True)]
         waited = orders_wait(
-            orders=[o[0] for _, o in done if not isinstance(o, ExchangeError)],
+            orders=[o[0] for o in placed if not isinstance(o, ExchangeError)],
             timeout=settings.ORDER_WAIT_SECONDS,
         )
-        answers = iter(waited)
-        for position, outcome in done:
-            if isinstance(outcome, ExchangeError):
-                results[position] = _error_result(outcome)
-            else:
-                results[position] = {
-                    "status": 201 if outcome[1] else 200,
-                    "order": order_json(next(answers)),
-                }
-        return Response({"results": results})
+        return Response(batch_answer(results, parsed, placed, waited))
+
+
+Parsed = list[tuple[int, OrderRequest]]
+
+
+def batch_parse(data: Any) -> tuple[list[dict[str, Any] | None], Parsed]:
+    """A batch request's body: (a result per order, with the refused ones filled in; the
+    accepted ones as (position, request)). Raises ``ValidationFailed`` for a bad envelope."""
+    orders = data.get("orders") if isinstance(data, dict) else None
+    if not isinstance(orders, list) or not orders:
+        raise ValidationFailed('Send {"orders": [...]} with 1 to 50 orders.')
+    if len(orders) > MAX_BATCH:
+        raise ValidationFailed(f"At most {MAX_BATCH} orders per batch.")
+    results: list[dict[str, Any] | None] = [None] * len(orders)
+    parsed: Parsed = []
+    markets: dict[str, Market] = {}
+    body = OrderBodySerializer()
+    for position, item in enumerate(orders):
+        try:
+            parsed.append((position, order_body_parse(item, markets, body)))
+        except ExchangeError as error:
+            results[position] = _error_result(error)
+        except serializers.ValidationError as error:
+            results[position] = {
+                "status": 400,
+                **error_body("invalid", "Invalid order.", error.detail),
+            }
+    return results, parsed
+
+
+def batch_answer(
+    results: list[dict[str, Any] | None],
+    parsed: Parsed,
+    placed: list[tuple[Order, bool] | ExchangeError],
+    waited: list[Order],
+) -> dict[str, Any]:
+    """The batch response: ``placed`` answers ``parsed`` in order; ``waited`` holds the placed
+    orders (in that order) as they are now."""
+    answers = iter(waited)
+    for (position, _), outcome in zip(parsed, placed, strict=True):
+        if isinstance(outcome, ExchangeError):
+            results[position] = _error_result(outcome)
+        else:
+            results[position] = {
+                "status": 201 if outcome[1] else 200,
+                "order": order_json(next(answers)),
+            }
+    return {"results": results}
 
 
 def _error_result(error: ExchangeError) -> dict[str, Any]:
@@ -280,7 +303,7 @@ class OrderDetailApi(APIView):
 
     @extend_schema(responses={200: dict}, operation_id="order_get")
     def get(self, request: Request, order_id: int) -> Response:
-        return Response(_with_fills(order_get(user=request.user, order_id=order_id)))
+        return Response(order_with_fills_json(order_get(user=request.user, order_id=order_id)))
 
     @extend_schema(responses={200: dict}, operation_id="order_cancel")
     def delete(self, request: Request, order_id: int) -> Response:

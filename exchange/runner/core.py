@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.db import array_param, server_bound_cursor
+from exchange.db import array_param, server_bound_cursor, unique_row
 from exchange.engine import Book
 from exchange.ledger import services as ledger
 from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
@@ -239,7 +239,9 @@ class MarketRunner:
 
     def _step(self, limit: int) -> int:
         with transaction.atomic():
-            state = MarketEngineState.objects.select_for_update().filter(market=self.market).first()
+            state = unique_row(
+                MarketEngineState.objects.select_for_update().filter(market=self.market)
+            )
             if state is None:
                 state = MarketEngineState.objects.create(market=self.market)
             if self.book is None or state.seq != self.seq:
@@ -268,7 +270,9 @@ class MarketRunner:
             # A market halted after an order was accepted must not match it: staff status
             # changes are read in the batch's transaction, so no new order slips past a halt.
             accepting = (
-                Market.objects.filter(id=self.market.id).values_list("status", flat=True).first()
+                unique_row(
+                    Market.objects.filter(id=self.market.id).values_list("status", flat=True)
+                )
                 == MarketStatus.OPEN
             )
             for _, order_id, kind in commands:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +32,7 @@ _condition = threading.Condition()
 _versions: dict[int, int] = {}  # market id -> the runner's last announced journal position
 _listener: threading.Thread | None = None
 _client: Any = None
+_callbacks: list[Callable[[], None]] = []  # told of every move (``progress_listen``)
 
 
 def _redis() -> Any:
@@ -45,9 +46,20 @@ def _redis() -> Any:
 
 def _seen(market_id: int, seq: int) -> None:
     with _condition:
-        if seq > _versions.get(market_id, -1):
+        moved = seq > _versions.get(market_id, -1)
+        if moved:
             _versions[market_id] = seq
             _condition.notify_all()
+    if moved:
+        for callback in list(_callbacks):
+            callback()
+
+
+def progress_listen(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (quickly, from the thread that heard it) whenever a market moves; also
+    starts this process's listener, as ``progress_version`` does."""
+    _callbacks.append(callback)
+    _listener_start()
 
 
 def progress_announce(*, market_id: int, seq: int) -> None:

@@ -1,0 +1,541 @@
+"""Order intake for bots, in front of Django: ``POST /api/v1/orders`` and ``/orders/batch``.
+
+A bot's order request is small and the same every time, yet through Django it cost ~3 ms of
+CPU before the view ran (request object, middleware, DRF's request, negotiation, rendering) and
+the view another ~10 ms (its own queries, its own transaction, its own wait). On a 2-core
+machine that capped the API at tens of orders per second (docs/performance.md).
+
+``OrderFastPath`` wraps the ASGI application. It takes a request only when it is exactly what
+a bot sends: ``POST`` to one of the two paths, over HTTPS (or with ``SECURE_SSL_REDIRECT`` off),
+for an allowed host, with a JSON body of a declared length and an ``Authorization: Bearer``
+API key. Everything else, browser sessions included (CSRF), goes to Django unchanged.
+
+The requests it takes are handed to one intake thread per process (``IntakeWorker``), which
+does what the DRF views do with the same code (``ApiKeyAuthentication``, ``HasScope``, the
+configured throttles, ``OrderBodySerializer`` and ``order_request_parse``, the exception
+handler's error bodies), but for all waiting requests at once:
+
+- every single order that arrived meanwhile is placed in one transaction
+  (``orders.services._place_group``: each order still gets its own answer, exactly as if alone);
+- the orders still pending are re-read in one query when the runner announces a commit
+  (``exchange.runner.progress``), with their fills in one more, and each request is answered as
+  soon as all its orders have left ``pending`` or ``ORDER_WAIT_SECONDS`` have passed (then it
+  is answered with ``pending``, and the order is still processed, as through Django);
+- an API key is looked up once per ``API_KEY_CACHE_SECONDS`` per process, not per request, so a
+  revoked or expired key keeps working here for at most that long.
+
+Responses are the DRF views' responses, byte for byte in content (``tests/orders/
+test_fastpath.py`` compares them), with the headers Django's security middleware adds.
+``ORDER_FAST_PATH=false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Q
+from django.http.request import split_domain_port, validate_host
+from rest_framework import exceptions
+
+from accounts.authentication import ApiKeyAuthentication, HasScope
+from exchange.api_errors import exception_handler
+from exchange.errors import ExchangeError
+from exchange.runner.progress import FALLBACK_SECONDS, progress_listen
+from orders import services
+from orders.api import (
+    OrderBatchApi,
+    OrderBodySerializer,
+    OrderListApi,
+    batch_answer,
+    batch_parse,
+    order_body_parse,
+    order_with_fills_json,
+)
+from orders.models import Order, OrderStatus, Trade
+
+logger = logging.getLogger(__name__)
+
+PATHS = {"/api/v1/orders": OrderListApi, "/api/v1/orders/batch": OrderBatchApi}
+KEY_CACHE_LIMIT = 10_000
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class _Call:
+    """One HTTP request in the intake thread's hands."""
+
+    __slots__ = (
+        "authorization",
+        "body",
+        "created",
+        "deadline",
+        "future",
+        "loop",
+        "orders",
+        "parsed",
+        "placed",
+        "results",
+        "secure",
+        "user",
+        "view",
+    )
+
+    def __init__(
+        self,
+        view: type,
+        authorization: bytes,
+        body: bytes,
+        secure: bool,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Answer],
+    ) -> None:
+        self.view = view
+        self.authorization = authorization
+        self.body = body
+        self.secure = secure
+        self.loop = loop
+        self.future = future
+        self.user: Any = None
+        self.orders: list[Order] = []  # placed, as last read
+        self.created = False
+        self.parsed: list[Any] = []  # a batch's (position, request)
+        self.placed: list[Any] = []  # a batch's outcomes
+        self.results: list[Any] = []  # a batch's results so far
+        self.deadline = 0.0
+
+
+def _settle(future: asyncio.Future[Answer], answer: Answer) -> None:
+    if not future.done():
+        future.set_result(answer)
+
+
+class IntakeWorker:
+    """Per process: an intake thread (placements grouped) and a poller thread (waits answered
+    from shared reads), each with its own database connection, so reads overlap placements."""
+
+    def __init__(self) -> None:
+        self._intake = threading.Condition()
+        self._incoming: list[_Call] = []
+        self._polling = threading.Condition()
+        self._waiting: list[_Call] = []
+        self._moved = False
+        self._keys: dict[bytes, tuple[float, Any, Any]] = {}
+        self._body = OrderBodySerializer()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=target, name=name, daemon=True)
+            for target, name in (
+                (self._intake_loop, "order-intake"),
+                (self._poll_loop, "order-wait"),
+            )
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """End both threads once they are idle (requests in hand are answered first)."""
+        self._stopping = True
+        for condition in (self._intake, self._polling):
+            with condition:
+                condition.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def submit(self, call: _Call) -> None:
+        with self._intake:
+            self._incoming.append(call)
+            self._intake.notify()
+
+    def _progress(self) -> None:
+        with self._polling:
+            self._moved = True
+            self._polling.notify()
+
+    # --- the intake thread --------------------------------------------------------------------
+    def _intake_loop(self) -> None:
+        while True:
+            with self._intake:
+                while not self._incoming and not self._stopping:
+                    self._intake.wait()
+                calls, self._incoming = self._incoming, []
+            if not calls:  # stopping
+                connection.close()
+                return
+            try:
+                self._accept(calls)
+            except Exception:  # the database went away: answer, reconnect on the next round
+                logger.exception("order intake failed")
+                for call in calls:
+                    self._answer(call, _server_error())
+                connection.close()
+            close_old_connections()
+
+    def _accept(self, calls: list[_Call]) -> None:
+        admitted: list[tuple[_Call, Any]] = []
+        for call in calls:
+            try:
+                admitted.append((call, self._admit(call)))
+            except Exception as error:
+                self._answer(call, _error_answer(error))
+        singles: list[tuple[_Call, Any]] = []
+        markets: dict[str, Any] = {}  # read once per round
+        for call, data in self._throttled(admitted):
+            try:
+                if call.view is OrderBatchApi:
+                    self._place_batch(call, data)
+                else:
+                    singles.append((call, order_body_parse(data, markets, self._body)))
+            except Exception as error:
+                self._answer(call, _error_answer(error))
+        if singles:
+            outcomes = services._place_group([(c.user, r) for c, r in singles])
+            for (call, _), outcome in zip(singles, outcomes, strict=True):
+                if isinstance(outcome, ExchangeError):
+                    self._answer(call, _error_answer(outcome))
+                else:
+                    call.orders, call.created = [outcome[0]], outcome[1]
+                    self._wait_or_answer(call)
+
+    def _admit(self, call: _Call) -> Any:
+        """Authenticate, check the scope and parse the body, as the DRF view does."""
+        request = SimpleNamespace(
+            headers={"authorization": call.authorization},
+            META={"HTTP_AUTHORIZATION": call.authorization},
+            method="POST",
+            user=None,
+            auth=None,
+        )
+        cached = self._keys.get(call.authorization)
+        if cached is not None and cached[0] > time.monotonic():
+            request.user, request.auth = cached[1], cached[2]
+        else:
+            found = ApiKeyAuthentication().authenticate(request)  # type: ignore[arg-type]
+            if found is None:
+                raise exceptions.NotAuthenticated()
+            request.user, request.auth = found
+            if len(self._keys) >= KEY_CACHE_LIMIT:
+                self._keys.clear()
+            expiry = time.monotonic() + settings.API_KEY_CACHE_SECONDS
+            self._keys[call.authorization] = (expiry, *found)
+        permission = HasScope()
+        if not permission.has_permission(request, call.view):  # type: ignore[arg-type]
+            raise exceptions.PermissionDenied(permission.message)
+        call.user = request.user
+        if not call.body:
+            return {}
+        try:
+            return json.loads(call.body, parse_constant=_no_constants)
+        except ValueError as error:
+            raise exceptions.ParseError(f"JSON parse error - {error}") from error
+
+    def _throttled(self, admitted: list[tuple[_Call, Any]]) -> list[tuple[_Call, Any]]:
+        """The view's throttles (DRF's ``SimpleRateThrottle``: same keys, same histories, so
+        both paths count alike) for the whole round: one ``get_many`` and one ``set_many``
+        instead of a read and a write per request. Answers the refused calls."""
+        checks: list[tuple[_Call, Any]] = []
+        for call, _ in admitted:
+            request = SimpleNamespace(user=call.user, META={})
+            view = call.view()
+            for throttle in view.get_throttles():
+                if throttle.rate is None:
+                    continue
+                throttle.key = throttle.get_cache_key(request, view)
+                if throttle.key is not None:
+                    checks.append((call, throttle))
+        if not checks:
+            return admitted
+        store = checks[0][1].cache
+        histories = store.get_many({t.key for _, t in checks})
+        changed: dict[str, tuple[list[float], int]] = {}
+        waits: dict[int, list[float | None]] = {}
+        for call, throttle in checks:
+            history = list(
+                changed[throttle.key][0]
+                if throttle.key in changed
+                else histories.get(throttle.key, [])
+            )
+            now = throttle.timer()
+            while history and history[-1] <= now - throttle.duration:
+                history.pop()
+            throttle.history, throttle.now = history, now
+            if len(history) >= throttle.num_requests:
+                waits.setdefault(id(call), []).append(throttle.wait())
+            else:
+                history.insert(0, now)
+                changed[throttle.key] = (history, throttle.duration)
+        for duration in {d for _, d in changed.values()}:
+            store.set_many({k: h for k, (h, d) in changed.items() if d == duration}, duration)
+        allowed = []
+        for call, data in admitted:
+            if id(call) in waits:
+                wait = max((w for w in waits[id(call)] if w is not None), default=None)
+                self._answer(call, _error_answer(exceptions.Throttled(wait)))
+            else:
+                allowed.append((call, data))
+        return allowed
+
+    def _place_batch(self, call: _Call, data: Any) -> None:
+        call.results, call.parsed = batch_parse(data)
+        call.placed = services._place_group([(call.user, r) for _, r in call.parsed])
+        call.orders = [o[0] for o in call.placed if not isinstance(o, ExchangeError)]
+        self._wait_or_answer(call)
+
+    def _wait_or_answer(self, call: _Call) -> None:
+        if any(o.status == OrderStatus.PENDING for o in call.orders):
+            call.deadline = time.monotonic() + settings.ORDER_WAIT_SECONDS
+            with self._polling:
+                self._waiting.append(call)
+                self._polling.notify()  # its deadline and the fallback clock start now
+        else:
+            self._finish(call, {})
+
+    # --- the poller thread --------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        progress_listen(self._progress)
+        last_read = time.monotonic()
+        while True:
+            with self._polling:
+                while not self._moved:
+                    if not self._waiting:
+                        if self._stopping:
+                            connection.close()
+                            return
+                        self._polling.wait()
+                        continue
+                    # nothing heard for a while (a lost message?) or a request's time is up
+                    when = min(last_read + FALLBACK_SECONDS, *(c.deadline for c in self._waiting))
+                    remaining = when - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._polling.wait(remaining)
+                self._moved = False
+                waiting = list(self._waiting)
+            if not waiting:
+                continue
+            last_read = time.monotonic()
+            try:
+                self._poll(waiting)
+            except Exception:  # the database went away: answer, reconnect on the next round
+                logger.exception("order wait failed")
+                failed = {id(c) for c in waiting}
+                with self._polling:
+                    self._waiting = [c for c in self._waiting if id(c) not in failed]
+                for call in waiting:
+                    self._answer(call, _server_error())
+                connection.close()
+            close_old_connections()
+
+    def _poll(self, waiting: list[_Call]) -> None:
+        """Re-read every waiting order in one query; answer the requests that are done."""
+        pending = {o.id for c in waiting for o in c.orders if o.status == OrderStatus.PENDING}
+        fresh = {o.id: o for o in Order.objects.filter(id__in=pending).order_by()}
+        now = time.monotonic()
+        done: list[_Call] = []
+        for call in waiting:
+            call.orders = [_refreshed(o, fresh) for o in call.orders]
+            if now >= call.deadline or all(o.status != OrderStatus.PENDING for o in call.orders):
+                done.append(call)
+        if not done:
+            return
+        finished = {id(c) for c in done}
+        with self._polling:
+            self._waiting = [c for c in self._waiting if id(c) not in finished]
+        fills = _fills_of([c.orders[0] for c in done if c.view is OrderListApi])
+        for call in done:
+            self._finish(call, fills)
+
+    def _finish(self, call: _Call, fills: dict[int, list[Trade]]) -> None:
+        if call.view is OrderBatchApi:
+            data: Any = batch_answer(call.results, call.parsed, call.placed, call.orders)
+            self._answer(call, (200, [], orjson.dumps(data)))
+            return
+        order = call.orders[0]
+        trades = fills.get(order.id) if order.filled_lots else None
+        if order.filled_lots and trades is None:
+            trades = _fills_of([order]).get(order.id, [])
+        body = orjson.dumps(order_with_fills_json(order, trades))
+        self._answer(call, (201 if call.created else 200, [], body))
+
+    def _answer(self, call: _Call, answer: Answer) -> None:
+        status, headers, body = answer
+        headers = _security_headers(call.secure) + headers
+        call.loop.call_soon_threadsafe(_settle, call.future, (status, headers, body))
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _refreshed(order: Order, fresh: dict[int, Order]) -> Order:
+    newer = fresh.get(order.id)
+    if newer is None:
+        return order
+    newer.market = order.market  # the same market: no query for it
+    return newer
+
+
+def _fills_of(orders: list[Order]) -> dict[int, list[Trade]]:
+    """The trades of the filled ``orders``, by order id, in one query."""
+    ids = [o.id for o in orders if o.filled_lots]
+    if not ids:
+        return {}
+    found: dict[int, list[Trade]] = {}
+    trades = Trade.objects.select_related("market").filter(
+        Q(taker_order_id__in=ids) | Q(maker_order_id__in=ids)
+    )
+    wanted = set(ids)
+    for trade in trades.order_by("id"):
+        for order_id in {trade.taker_order_id, trade.maker_order_id} & wanted:
+            found.setdefault(order_id, []).append(trade)
+    return found
+
+
+def _error_answer(error: Exception) -> Answer:
+    if isinstance(error, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        error.auth_header = ApiKeyAuthentication.keyword  # type: ignore[attr-defined]
+    if isinstance(error, ExchangeError | exceptions.APIException):
+        response = exception_handler(error, {})
+        if response is not None:
+            headers = [
+                (name.lower().encode(), value.encode())
+                for name, value in response.items()
+                if name.lower() in ("retry-after", "www-authenticate")
+            ]
+            return response.status_code, headers, orjson.dumps(response.data)
+    logger.error("order intake refused a request", exc_info=error)
+    return _server_error()
+
+
+def _server_error() -> Answer:
+    body = {"error": {"code": "server_error", "message": "Internal server error.", "details": {}}}
+    return 500, [], orjson.dumps(body)
+
+
+def _security_headers(secure: bool) -> list[tuple[bytes, bytes]]:
+    """What Django's SecurityMiddleware and XFrameOptionsMiddleware add to an API response."""
+    headers = [(b"content-type", b"application/json")]
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        headers.append((b"referrer-policy", settings.SECURE_REFERRER_POLICY.encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(
+            (b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode())
+        )
+    headers.append((b"x-frame-options", settings.X_FRAME_OPTIONS.encode()))
+    if secure and settings.SECURE_HSTS_SECONDS:
+        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            value += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            value += "; preload"
+        headers.append((b"strict-transport-security", value.encode()))
+    return headers
+
+
+class OrderFastPath:
+    """ASGI middleware: bots' order requests to the intake thread, the rest to ``app``."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+        self._worker: IntakeWorker | None = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admitted = self._admitted(scope) if settings.ORDER_FAST_PATH else None
+        if admitted is None:
+            await self.app(scope, receive, send)
+            return
+        view, authorization, length, secure = admitted
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its order: nothing was accepted
+            body += message.get("body", b"")
+            if len(body) > length:
+                break
+            if not message.get("more_body", False):
+                break
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        if len(body) != length:
+            message = "The body does not match its Content-Length."
+            status, headers, payload = _error_answer(exceptions.ParseError(message))
+            _settle(future, (status, _security_headers(secure) + headers, payload))
+        else:
+            self.worker().submit(_Call(view, authorization, body, secure, loop, future))
+        # shielded: a client that goes away does not cancel an order already being placed
+        status, headers, payload = await asyncio.shield(future)
+        headers = [*headers, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def worker(self) -> IntakeWorker:
+        if self._worker is None:
+            with self._lock:
+                if self._worker is None:
+                    self._worker = IntakeWorker()
+        return self._worker
+
+    @staticmethod
+    def _admitted(scope: Scope) -> tuple[type, bytes, int, bool] | None:
+        """(view, Authorization, Content-Length, secure) when this request is one to take."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        view = PATHS.get(scope["path"])
+        if view is None or scope.get("root_path"):
+            return None
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in headers:  # a repeated header: let Django decide what it means
+                return None
+            headers[name] = value
+        authorization = headers.get(b"authorization", b"")
+        if authorization[:7].lower() != b"bearer ":
+            return None
+        if b"cookie" in headers:  # a browser: sessions and CSRF are Django's
+            return None
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type != b"application/json":
+            return None
+        try:
+            length = int(headers.get(b"content-length", b"-1"))
+        except ValueError:
+            return None
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length < 0 or (limit is not None and length > limit):
+            return None
+        secure = scope.get("scheme") == "https"
+        proxy = settings.SECURE_PROXY_SSL_HEADER
+        if proxy is not None and not secure:
+            header = proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode()
+            secure = headers.get(header, b"").split(b",")[0].strip().decode() == proxy[1]
+        if settings.SECURE_SSL_REDIRECT and not secure:
+            return None  # Django redirects it
+        host = headers.get(b"host", b"").decode("latin-1")
+        domain, _ = split_domain_port(host)
+        allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        if not domain or not validate_host(domain, allowed):
+            return None  # Django answers 400
+        return view, authorization, length, secure
