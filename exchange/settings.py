@@ -267,6 +267,8 @@ ORDER_WAIT_SECONDS = env.float("ORDER_WAIT_SECONDS", default=2.0)
 ORDER_FAST_PATH = env.bool("ORDER_FAST_PATH", default=True)
 # How long that path trusts an API key it has checked (a revoked key works that much longer).
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=2.0)
+# Intake threads per process on that path (each places a group of orders at a time).
+ORDER_INTAKE_THREADS = env.int("ORDER_INTAKE_THREADS", default=2)
 
 # --- Funding (Stripe deposits, payouts, reconciliation) ---------------------------------------
 # Amounts are in currency units (e.g. "5000" CNY), the same for every currency.

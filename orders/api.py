@@ -124,6 +124,65 @@ class OrderBodySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+_CHOICES = {
+    name: frozenset(str(choice) for choice in field.choices)
+    for name, field in OrderBodySerializer().fields.items()
+    if isinstance(field, serializers.ChoiceField)
+}
+_REQUIRED_TEXT = ("market", "side", "quantity")
+_KNOWN = frozenset(OrderBodySerializer().fields)
+
+
+def _plain(value: Any) -> bool:
+    """A string DRF's CharField returns unchanged (no blanks to trim, nothing it refuses)."""
+    return (
+        type(value) is str
+        and value != ""
+        and value == value.strip()
+        and "\x00" not in value
+        and value.isprintable()
+    )
+
+
+def _plain_values(data: Any) -> dict[str, Any] | None:
+    """What ``OrderBodySerializer`` returns for ``data`` when ``data`` is the plain body every
+    client sends (strings, choices, a boolean), or None: then DRF validates it and words its
+    errors. Validating a plain body through DRF's fields was most of a batch's CPU."""
+    if type(data) is not dict or any(key not in _KNOWN for key in data):
+        return None
+    if not all(_plain(data.get(name)) for name in _REQUIRED_TEXT):
+        return None
+    values = {name: data[name] for name in _REQUIRED_TEXT}
+    for name, default in (("type", "limit"), ("time_in_force", None), ("stp", None)):
+        value = data.get(name, default)
+        if value is None and name in data and default is not None:
+            return None  # type: null is DRF's to refuse
+        if value is not None:
+            if type(value) is not str or value not in _CHOICES[name]:
+                return None
+            values[name] = value
+        elif name in data:
+            values[name] = None
+    for name in ("price", "client_order_id"):
+        if name in data:
+            value = data[name]
+            if value is not None and not _plain(value):
+                return None
+            values[name] = value
+    client_order_id = values.get("client_order_id")
+    if client_order_id is not None and len(client_order_id) > 64:
+        return None
+    if data.get("expire_time") is not None:
+        return None  # date parsing and time zones: DRF's
+    if "expire_time" in data:
+        values["expire_time"] = None
+    post_only = data.get("post_only", False)
+    if type(post_only) is not bool:
+        return None
+    values["post_only"] = post_only
+    return values
+
+
 def order_body_parse(
     data: Any,
     markets: dict[str, Market] | None = None,
@@ -132,7 +191,9 @@ def order_body_parse(
     """``markets``: symbol → market already read in this request (a batch reads each once);
     ``body``: a serializer to validate with (a batch reuses one: DRF deep-copies its fields for
     every new serializer, which was most of a batch's parsing)."""
-    values = (body or OrderBodySerializer()).run_validation(data)
+    values = _plain_values(data)
+    if values is None:
+        values = (body or OrderBodySerializer()).run_validation(data)
     symbol = values["market"]
     market = markets.get(symbol) if markets is not None else None
     if market is None:

@@ -65,6 +65,17 @@ from orders.models import Order, OrderStatus, Trade
 
 logger = logging.getLogger(__name__)
 
+# The order fields the engine runner writes (exchange.runner.core), re-read while waiting.
+RUNNER_FIELDS = (
+    "status",
+    "filled_lots",
+    "cost",
+    "fee",
+    "cancel_reason",
+    "hold_remaining",
+    "engine_seq",
+    "updated_at",
+)
 PATHS = {"/api/v1/orders": OrderListApi, "/api/v1/orders/batch": OrderBatchApi}
 KEY_CACHE_LIMIT = 10_000
 
@@ -133,15 +144,15 @@ class IntakeWorker:
         self._waiting: list[_Call] = []
         self._moved = False
         self._keys: dict[bytes, tuple[float, Any, Any]] = {}
-        self._body = OrderBodySerializer()
+        self._local = threading.local()  # a serializer per intake thread
         self._stopping = False
         self._threads = [
-            threading.Thread(target=target, name=name, daemon=True)
-            for target, name in (
-                (self._intake_loop, "order-intake"),
-                (self._poll_loop, "order-wait"),
-            )
+            threading.Thread(target=self._intake_loop, name=f"order-intake-{n}", daemon=True)
+            for n in range(settings.ORDER_INTAKE_THREADS)
         ]
+        self._threads.append(
+            threading.Thread(target=self._poll_loop, name="order-wait", daemon=True)
+        )
         for thread in self._threads:
             thread.start()
 
@@ -197,7 +208,7 @@ class IntakeWorker:
                 if call.view is OrderBatchApi:
                     self._place_batch(call, data)
                 else:
-                    singles.append((call, order_body_parse(data, markets, self._body)))
+                    singles.append((call, order_body_parse(data, markets, self._serializer())))
             except Exception as error:
                 self._answer(call, _error_answer(error))
         if singles:
@@ -208,6 +219,12 @@ class IntakeWorker:
                 else:
                     call.orders, call.created = [outcome[0]], outcome[1]
                     self._wait_or_answer(call)
+
+    def _serializer(self) -> OrderBodySerializer:
+        body = getattr(self._local, "body", None)
+        if body is None:
+            body = self._local.body = OrderBodySerializer()
+        return body
 
     def _admit(self, call: _Call) -> Any:
         """Authenticate, check the scope and parse the body, as the DRF view does."""
@@ -341,7 +358,9 @@ class IntakeWorker:
     def _poll(self, waiting: list[_Call]) -> None:
         """Re-read every waiting order in one query; answer the requests that are done."""
         pending = {o.id for c in waiting for o in c.orders if o.status == OrderStatus.PENDING}
-        fresh = {o.id: o for o in Order.objects.filter(id__in=pending).order_by()}
+        # only what the runner changes: the rest of each order is as it was placed
+        rows = Order.objects.filter(id__in=pending).order_by().values_list("id", *RUNNER_FIELDS)
+        fresh = {row[0]: row[1:] for row in rows}
         now = time.monotonic()
         done: list[_Call] = []
         for call in waiting:
@@ -379,12 +398,12 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _refreshed(order: Order, fresh: dict[int, Order]) -> Order:
-    newer = fresh.get(order.id)
-    if newer is None:
-        return order
-    newer.market = order.market  # the same market: no query for it
-    return newer
+def _refreshed(order: Order, fresh: dict[int, tuple[Any, ...]]) -> Order:
+    values = fresh.get(order.id)
+    if values is not None:
+        for name, value in zip(RUNNER_FIELDS, values, strict=True):
+            setattr(order, name, value)
+    return order
 
 
 def _fills_of(orders: list[Order]) -> dict[int, list[Trade]]:

@@ -85,6 +85,11 @@ class OrderRequest:
         return hashlib.sha256(json.dumps(body).encode()).hexdigest()
 
 
+# Django builds an enum's ``values`` anew on every access.
+SELF_TRADE_CHOICES = tuple(SelfTrade.values)
+TIME_IN_FORCE_CHOICES = tuple(TimeInForce.values)
+
+
 def _choice(value: Any, allowed: tuple[str, ...], field: str, default: str | None = None) -> str:
     if value is None and default is not None:
         return default
@@ -121,13 +126,13 @@ def order_request_parse(
     order_type = _choice(type, (OrderType.LIMIT, OrderType.MARKET), "type")
     if not isinstance(post_only, bool):
         raise ValidationFailed("post_only must be true or false.", details={"post_only": "invalid"})
-    stp = _choice(stp, tuple(SelfTrade.values), "stp", default=SelfTrade.CANCEL_OLDEST)
+    stp = _choice(stp, SELF_TRADE_CHOICES, "stp", default=SelfTrade.CANCEL_OLDEST)
     lots = quantity_to_lots(market, quantity)
     if order_type == OrderType.LIMIT:
         if price is None:
             raise ValidationFailed("A limit order needs a price.", details={"price": "required"})
         ticks: int | None = price_to_ticks(market, price)
-        tif = _choice(time_in_force, tuple(TimeInForce.values), "time_in_force", default="GTC")
+        tif = _choice(time_in_force, TIME_IN_FORCE_CHOICES, "time_in_force", default="GTC")
     else:
         if price is not None:
             raise ValidationFailed(

@@ -121,10 +121,27 @@ def _accounts_find(keys: set[AccountKey]) -> dict[AccountKey, int]:
     owners = {owner for owner, _, _ in keys if owner is not None}
     systems = {system for owner, system, _ in keys if owner is None}
     assets = {asset for _, _, asset in keys}
-    condition = Q(owner_id__in=owners) | Q(owner__isnull=True, system__in=systems)
-    rows = Account.objects.filter(condition, asset_id__in=assets).values_list(
-        "id", "owner_id", "system", "asset_id"
-    )
+    rows: Iterable[tuple[int, int | None, str, str]]
+    if connection.vendor == "postgresql":
+        # the same query as below, without building it through the ORM for every post (that
+        # was a sixth of an order batch's CPU at intake)
+        by_owner, owner_ids = array_param(sorted(owners), "bigint")
+        by_system, system_names = array_param(sorted(systems), "varchar")
+        by_asset, asset_codes = array_param(sorted(assets), "varchar")
+        with server_bound_cursor() as cursor:
+            cursor.execute(
+                "SELECT id, owner_id, system, asset_id FROM ledger_account "  # noqa: S608 (placeholders)
+                f"WHERE (owner_id = ANY({by_owner}) "
+                f"OR (owner_id IS NULL AND system = ANY({by_system}))) "
+                f"AND asset_id = ANY({by_asset})",
+                [owner_ids, system_names, asset_codes],
+            )
+            rows = cursor.fetchall()
+    else:
+        condition = Q(owner_id__in=owners) | Q(owner__isnull=True, system__in=systems)
+        rows = Account.objects.filter(condition, asset_id__in=assets).values_list(
+            "id", "owner_id", "system", "asset_id"
+        )
     return {
         key: account_id
         for account_id, owner, system, asset in rows

@@ -255,6 +255,8 @@ class Command(BaseCommand):
             sent = 0
             mine = []
             connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            time.sleep(number * 0.005)
+            connection.connect()
             while sent < per_client:
                 size = min(batch, per_client - sent)
                 bodies = [order_body(rng, 800) for _ in range(size)]
