@@ -40,8 +40,9 @@ def server_bound_cursor() -> Iterator[psycopg.Cursor]:
 
 INTEGER_TYPES = frozenset({"smallint", "integer", "int", "bigint"})
 TEXT_TYPES = frozenset({"text", "varchar"})
-# not NULL (any case), which an array literal would read as a null
-_BARE_WORD = re.compile(r"(?!(?i:null)$)[A-Za-z0-9_]+")
+# characters an array literal takes as they are (no quotes, braces, commas, blanks or
+# backslashes), but not NULL in any case, which it would read as a null
+_BARE_WORD = re.compile(r"(?!(?i:null)$)[A-Za-z0-9_.:-]+")
 
 
 def _integer_text(value: object) -> str:

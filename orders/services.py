@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -357,6 +358,10 @@ ORDER_COLUMNS = (
 )
 
 
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
 def _orders_insert(orders: list[Order]) -> None:
     """``bulk_create`` for new orders, as one set-based INSERT (Django's builds and adapts
     every field of every row in Python: most of a batch request's CPU)."""
@@ -364,7 +369,8 @@ def _orders_insert(orders: list[Order]) -> None:
     rows = []
     for order in orders:
         order.created_at = order.updated_at = now
-        rows.append([getattr(order, name) for name, _ in ORDER_COLUMNS])
+        # enum members as their plain values: those go as one array literal (exchange.db)
+        rows.append([_plain(getattr(order, name)) for name, _ in ORDER_COLUMNS])
     ids = rows_insert(Order, ORDER_COLUMNS, rows)
     for order, order_id in zip(orders, ids, strict=True):
         order.id = order_id
