@@ -309,9 +309,12 @@ class OrderBatchApi(APIView):
 Parsed = list[tuple[int, OrderRequest]]
 
 
-def batch_parse(data: Any) -> tuple[list[dict[str, Any] | None], Parsed]:
+def batch_parse(
+    data: Any, markets: dict[str, Market] | None = None
+) -> tuple[list[dict[str, Any] | None], Parsed]:
     """A batch request's body: (a result per order, with the refused ones filled in; the
-    accepted ones as (position, request)). Raises ``ValidationFailed`` for a bad envelope."""
+    accepted ones as (position, request)). Raises ``ValidationFailed`` for a bad envelope.
+    ``markets``: markets already read (symbol → market), shared with the caller."""
     orders = data.get("orders") if isinstance(data, dict) else None
     if not isinstance(orders, list) or not orders:
         raise ValidationFailed('Send {"orders": [...]} with 1 to 50 orders.')
@@ -319,7 +322,7 @@ def batch_parse(data: Any) -> tuple[list[dict[str, Any] | None], Parsed]:
         raise ValidationFailed(f"At most {MAX_BATCH} orders per batch.")
     results: list[dict[str, Any] | None] = [None] * len(orders)
     parsed: Parsed = []
-    markets: dict[str, Market] = {}
+    markets = {} if markets is None else markets
     body = OrderBodySerializer()
     for position, item in enumerate(orders):
         try:

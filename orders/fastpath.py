@@ -206,7 +206,7 @@ class IntakeWorker:
         for call, data in self._throttled(admitted):
             try:
                 if call.view is OrderBatchApi:
-                    self._place_batch(call, data)
+                    self._place_batch(call, data, markets)
                 else:
                     singles.append((call, order_body_parse(data, markets, self._serializer())))
             except Exception as error:
@@ -304,8 +304,8 @@ class IntakeWorker:
                 allowed.append((call, data))
         return allowed
 
-    def _place_batch(self, call: _Call, data: Any) -> None:
-        call.results, call.parsed = batch_parse(data)
+    def _place_batch(self, call: _Call, data: Any, markets: dict[str, Any]) -> None:
+        call.results, call.parsed = batch_parse(data, markets)
         call.placed = services._place_group([(call.user, r) for _, r in call.parsed])
         call.orders = [o[0] for o in call.placed if not isinstance(o, ExchangeError)]
         self._wait_or_answer(call)
@@ -359,7 +359,9 @@ class IntakeWorker:
         """Re-read every waiting order in one query; answer the requests that are done."""
         pending = {o.id for c in waiting for o in c.orders if o.status == OrderStatus.PENDING}
         # only what the runner changes: the rest of each order is as it was placed
-        rows = Order.objects.filter(id__in=pending).order_by().values_list("id", *RUNNER_FIELDS)
+        # (and only the orders that moved: the others would come back unchanged)
+        moved = Order.objects.filter(id__in=pending).exclude(status=OrderStatus.PENDING)
+        rows = moved.order_by().values_list("id", *RUNNER_FIELDS)
         fresh = {row[0]: row[1:] for row in rows}
         now = time.monotonic()
         done: list[_Call] = []
