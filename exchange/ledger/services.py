@@ -177,8 +177,10 @@ def hold_place(
     )
 
 
-def hold_place_many(*, holds: list[HoldRequest]) -> list[LedgerTransaction]:
-    """Several holds in one journal post (a batch of orders): all placed, or none.
+def hold_place_many(*, holds: list[HoldRequest]) -> list[int]:
+    """Several holds in one journal post (a batch of orders): all placed, or none. Returns
+    the ledger transaction ids (order intake needs no transaction objects: building them was
+    a tenth of a batch's CPU).
 
     Raises ``InsufficientFunds`` with nothing written if any of them cannot be covered.
     """
@@ -193,7 +195,7 @@ def hold_place_many(*, holds: list[HoldRequest]) -> list[LedgerTransaction]:
         )
         for request in holds
     ]
-    return journal_post(entries) if entries else []
+    return journal_post_ids(entries) if entries else []
 
 
 def _release_entry(request: HoldRequest) -> Entry:
