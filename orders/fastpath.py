@@ -42,13 +42,14 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import Q
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
 from accounts.authentication import ApiKeyAuthentication, HasScope
 from exchange.api_errors import exception_handler
+from exchange.db import array_param, server_bound_cursor
 from exchange.errors import ExchangeError
 from exchange.runner.progress import FALLBACK_SECONDS, progress_listen
 from orders import services
@@ -192,7 +193,6 @@ class IntakeWorker:
                 for call in calls:
                     self._answer(call, _server_error())
                 connection.close()
-            close_old_connections()
 
     def _accept(self, calls: list[_Call]) -> None:
         admitted: list[tuple[_Call, Any]] = []
@@ -353,16 +353,11 @@ class IntakeWorker:
                 for call in waiting:
                     self._answer(call, _server_error())
                 connection.close()
-            close_old_connections()
 
     def _poll(self, waiting: list[_Call]) -> None:
         """Re-read every waiting order in one query; answer the requests that are done."""
         pending = {o.id for c in waiting for o in c.orders if o.status == OrderStatus.PENDING}
-        # only what the runner changes: the rest of each order is as it was placed
-        # (and only the orders that moved: the others would come back unchanged)
-        moved = Order.objects.filter(id__in=pending).exclude(status=OrderStatus.PENDING)
-        rows = moved.order_by().values_list("id", *RUNNER_FIELDS)
-        fresh = {row[0]: row[1:] for row in rows}
+        fresh = {row[0]: row[1:] for row in _moved_orders(pending)}
         now = time.monotonic()
         done: list[_Call] = []
         for call in waiting:
@@ -398,6 +393,24 @@ class IntakeWorker:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _moved_orders(ids: set[int]) -> list[tuple[Any, ...]]:
+    """(id, *RUNNER_FIELDS) of the orders ``ids`` that have left ``pending``: only what the
+    runner changes (the rest of each order is as it was placed), and only for the orders that
+    moved (the others would come back unchanged)."""
+    if connection.vendor != "postgresql":
+        moved = Order.objects.filter(id__in=ids).exclude(status=OrderStatus.PENDING)
+        return list(moved.order_by().values_list("id", *RUNNER_FIELDS))
+    placeholder, value = array_param(sorted(ids), "bigint")
+    columns = ", ".join(RUNNER_FIELDS)
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, {columns} FROM {Order._meta.db_table} "  # noqa: S608 (our names)
+            f"WHERE id = ANY({placeholder}) AND status <> %s",
+            [value, OrderStatus.PENDING.value],
+        )
+        return cursor.fetchall()
 
 
 def _refreshed(order: Order, fresh: dict[int, tuple[Any, ...]]) -> Order:

@@ -380,18 +380,27 @@ def _orders_insert(orders: list[Order]) -> None:
 
 def _journal_many(orders: list[Order]) -> None:
     _orders_insert(orders)
-    ledger.hold_place_many(
-        holds=[
-            ledger.HoldRequest(
-                user=o.user,
-                asset=o.hold_asset,
-                amount=o.hold_amount,
-                reference=f"order:{o.id}",
-                idempotency_key=f"order:{o.id}:hold",
-            )
-            for o in orders
-        ]
-    )
+    holds = [
+        ledger.HoldRequest(
+            user=o.user,
+            asset=o.hold_asset,
+            amount=o.hold_amount,
+            reference=f"order:{o.id}",
+            idempotency_key=f"order:{o.id}:hold",
+        )
+        for o in orders
+    ]
+    if len(holds) == 1:
+        ledger.hold_place_many(holds=holds)
+    else:
+        # one netted hold for the group; its key is unique: each order is in one group
+        ids = sorted(o.id for o in orders)
+        listed = f"orders:{','.join(map(str, ids))}"
+        ledger.hold_place_netted(
+            holds=holds,
+            reference=listed if len(listed) <= 120 else f"orders:{ids[0]}..{ids[-1]} ({len(ids)})",
+            idempotency_key=f"orders:{ids[0]}:hold",
+        )
     rows_insert(
         OrderCommand,
         (

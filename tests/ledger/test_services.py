@@ -68,6 +68,49 @@ def test_hold_place_refuses_more_than_available_and_writes_nothing(make_user) ->
     assert not LedgerTransaction.objects.filter(idempotency_key="h").exists()
 
 
+def test_netted_holds_are_one_transaction_with_two_legs_per_account(make_user) -> None:
+    first, second = make_user("n1@example.com"), make_user("n2@example.com")
+    fund(first, 100)
+    fund(second, 100)
+    holds = [
+        HoldRequest(first, "CNY", 30, "order:1", "order:1:hold"),
+        HoldRequest(second, "CNY", 5, "order:2", "order:2:hold"),
+        HoldRequest(first, "CNY", 20, "order:3", "order:3:hold"),
+    ]
+    before = LedgerTransaction.objects.count()
+    posted = services.hold_place_netted(
+        holds=holds, reference="orders:1,2,3", idempotency_key="orders:1:hold"
+    )
+    assert LedgerTransaction.objects.count() == before + 1
+    assert legs(LedgerTransaction.objects.get(id=posted)) == [
+        ("n1@example.com", "CNY", "available", -50),
+        ("n1@example.com", "CNY", "held", 50),
+        ("n2@example.com", "CNY", "available", -5),
+        ("n2@example.com", "CNY", "held", 5),
+    ]
+    assert balance_get(user=first, asset="CNY") == (50, 50)
+    assert balance_get(user=second, asset="CNY") == (95, 5)
+    assert audit_run().is_ok
+
+
+def test_netted_holds_are_all_or_nothing(make_user) -> None:
+    rich, poor = make_user(), make_user()
+    fund(rich, 100)
+    fund(poor, 10)
+    before = ledger_state()
+    with pytest.raises(InsufficientFunds):
+        services.hold_place_netted(
+            holds=[
+                HoldRequest(rich, "CNY", 50, "order:1", "order:1:hold"),
+                HoldRequest(poor, "CNY", 6, "order:2", "order:2:hold"),
+                HoldRequest(poor, "CNY", 6, "order:3", "order:3:hold"),  # 12 > 10 together
+            ],
+            reference="orders:1,2,3",
+            idempotency_key="orders:1:hold",
+        )
+    assert ledger_state() == before
+
+
 def test_hold_release_refuses_more_than_held_and_writes_nothing(make_user) -> None:
     user = make_user()
     fund(user, 100)

@@ -210,3 +210,31 @@ def test_waiting_requests_share_reads_but_never_take_one_begun_before_they_asked
         waiting.unwant([1, 2, 3])
     assert waiting._fresh == {}
     assert not waiting._wanted
+
+
+@pytest.mark.django_db
+def test_a_group_holds_its_orders_in_one_netted_ledger_transaction(market, make_user, fund) -> None:
+    from exchange.ledger.models import LedgerTransaction
+
+    user = make_user()
+    fund(user, cny=100, tokens=5_000_000, market=market)
+    before = LedgerTransaction.objects.filter(kind="hold").count()
+    placed = services.order_place_many(
+        user=user,
+        requests=[
+            order_request_parse(market=market, side="buy", price="7.00", quantity="1"),
+            order_request_parse(market=market, side="buy", price="7.10", quantity="2"),
+            order_request_parse(market=market, side="sell", price="9.00", quantity="1"),
+        ],
+    )
+    orders = [outcome[0] for outcome in placed]
+    holds = LedgerTransaction.objects.filter(kind="hold").order_by("id")
+    assert holds.count() == before + 1
+    hold = holds.last()
+    ids = sorted(o.id for o in orders)
+    assert hold.reference == "orders:" + ",".join(map(str, ids))
+    assert hold.idempotency_key == f"orders:{ids[0]}:hold"
+    cny = ledger_selectors.balance_get(user=user, asset="CNY")
+    tokens = ledger_selectors.balance_get(user=user, asset=market.symbol)
+    assert cny.held == sum(o.hold_amount for o in orders if o.side == "buy")
+    assert tokens.held == sum(o.hold_amount for o in orders if o.side == "sell")

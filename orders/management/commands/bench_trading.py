@@ -11,7 +11,6 @@ The data it creates (users bench-*, market BENCH-OUT-CNY) stays in that database
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import random
 import signal
@@ -26,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
@@ -265,7 +265,7 @@ class Command(BaseCommand):
                 else:
                     path, payload = "/api/v1/orders/batch", {"orders": bodies}
                 started = time.perf_counter()
-                connection.request("POST", path, body=json.dumps(payload), headers=headers)
+                connection.request("POST", path, body=orjson.dumps(payload), headers=headers)
                 response = connection.getresponse()
                 response.read()
                 if response.status >= 300:
