@@ -3,7 +3,7 @@ with real HTTP clients against a served exchange. Run against PostgreSQL in a sc
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench python manage.py migrate
     DATABASE_URL=... python manage.py bench_trading runner --orders 20000
-    DATABASE_URL=... python manage.py bench_trading api --orders 5000 --clients 16
+    DATABASE_URL=... python manage.py bench_trading api --orders 9600 --clients 64
 
 The data it creates (users bench-*, market BENCH-OUT-CNY) stays in that database.
 """
@@ -107,7 +107,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("part", choices=["runner", "api"])
         parser.add_argument("--orders", type=int, default=20000)
-        parser.add_argument("--clients", type=int, default=16)
+        parser.add_argument("--clients", type=int, default=64)
         parser.add_argument("--batch", type=int, default=50)
         parser.add_argument("--batch-clients", type=int, default=8)
         parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
