@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -36,6 +37,8 @@ from orders.services import (
 from orders.units import lots_to_quantity, ticks_to_price, units_to_amount
 
 MAX_BATCH = 50
+
+logger = logging.getLogger(__name__)
 
 
 def order_json(order: Order) -> dict[str, Any]:
@@ -151,6 +154,8 @@ def _plain_values(data: Any) -> dict[str, Any] | None:
     if type(data) is not dict or any(key not in _KNOWN for key in data):
         return None
     if not all(_plain(data.get(name)) for name in _REQUIRED_TEXT):
+        return None
+    if data["side"] not in _CHOICES["side"]:
         return None
     values = {name: data[name] for name in _REQUIRED_TEXT}
     for name, default in (("type", "limit"), ("time_in_force", None), ("stp", None)):
@@ -300,7 +305,7 @@ class OrderBatchApi(APIView):
         results, parsed = batch_parse(request.data)
         placed = order_place_many(user=request.user, requests=[r for _, r in parsed])
         waited = orders_wait(
-            orders=[o[0] for o in placed if not isinstance(o, ExchangeError)],
+            orders=[o[0] for o in placed if not isinstance(o, Exception)],
             timeout=settings.ORDER_WAIT_SECONDS,
         )
         return Response(batch_answer(results, parsed, placed, waited))
@@ -340,7 +345,7 @@ def batch_parse(
 def batch_answer(
     results: list[dict[str, Any] | None],
     parsed: Parsed,
-    placed: list[tuple[Order, bool] | ExchangeError],
+    placed: list[tuple[Order, bool] | Exception],
     waited: list[Order],
 ) -> dict[str, Any]:
     """The batch response: ``placed`` answers ``parsed`` in order; ``waited`` holds the placed
@@ -349,6 +354,12 @@ def batch_answer(
     for (position, _), outcome in zip(parsed, placed, strict=True):
         if isinstance(outcome, ExchangeError):
             results[position] = _error_result(outcome)
+        elif isinstance(outcome, Exception):  # placing it failed; the others keep their answers
+            logger.error("order in a batch not placed", exc_info=outcome)
+            results[position] = {
+                "status": 500,
+                **error_body("server_error", "The order was not placed; send it again."),
+            }
         else:
             results[position] = {
                 "status": 201 if outcome[1] else 200,

@@ -10,7 +10,7 @@ a bot sends: ``POST`` to one of the two paths, over HTTPS (or with ``SECURE_SSL_
 for an allowed host, with a JSON body of a declared length and an ``Authorization: Bearer``
 API key. Everything else, browser sessions included (CSRF), goes to Django unchanged.
 
-The requests it takes are handed to one intake thread per process (``IntakeWorker``), which
+The requests it takes are handed to the intake threads of the process (``IntakeWorker``), which
 does what the DRF views do with the same code (``ApiKeyAuthentication``, ``HasScope``, the
 configured throttles, ``OrderBodySerializer`` and ``order_request_parse``, the exception
 handler's error bodies), but for all waiting requests at once:
@@ -48,10 +48,10 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
 from accounts.authentication import ApiKeyAuthentication, HasScope
-from exchange.api_errors import exception_handler
+from exchange.api_errors import error_body, exception_handler
 from exchange.db import array_param, server_bound_cursor
 from exchange.errors import ExchangeError
-from exchange.runner.progress import FALLBACK_SECONDS, progress_listen
+from exchange.runner.progress import FALLBACK_SECONDS, progress_listen, progress_unlisten
 from orders import services
 from orders.api import (
     OrderBatchApi,
@@ -62,6 +62,7 @@ from orders.api import (
     order_body_parse,
     order_with_fills_json,
 )
+from orders.intake import GROUP_LIMIT
 from orders.models import Order, OrderStatus, Trade
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ RUNNER_FIELDS = (
 )
 PATHS = {"/api/v1/orders": OrderListApi, "/api/v1/orders/batch": OrderBatchApi}
 KEY_CACHE_LIMIT = 10_000
+# How much longer than ORDER_WAIT_SECONDS a request waits for the intake threads at most.
+ANSWER_GRACE = 30.0
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -90,6 +93,7 @@ class _Call:
     """One HTTP request in the intake thread's hands."""
 
     __slots__ = (
+        "answered",
         "authorization",
         "body",
         "created",
@@ -103,6 +107,7 @@ class _Call:
         "secure",
         "user",
         "view",
+        "waiting",
     )
 
     def __init__(
@@ -127,6 +132,8 @@ class _Call:
         self.placed: list[Any] = []  # a batch's outcomes
         self.results: list[Any] = []  # a batch's results so far
         self.deadline = 0.0
+        self.answered = False  # an answer is on its way to the client
+        self.waiting = False  # placed, in the poller's hands
 
 
 def _settle(future: asyncio.Future[Answer], answer: Answer) -> None:
@@ -135,8 +142,9 @@ def _settle(future: asyncio.Future[Answer], answer: Answer) -> None:
 
 
 class IntakeWorker:
-    """Per process: an intake thread (placements grouped) and a poller thread (waits answered
-    from shared reads), each with its own database connection, so reads overlap placements."""
+    """Per process: ``ORDER_INTAKE_THREADS`` intake threads (placements grouped) and a poller
+    thread (waits answered from shared reads), each with its own database connection, so reads
+    overlap placements."""
 
     def __init__(self) -> None:
         self._intake = threading.Condition()
@@ -158,13 +166,17 @@ class IntakeWorker:
             thread.start()
 
     def stop(self) -> None:
-        """End both threads once they are idle (requests in hand are answered first)."""
+        """End the threads once they are idle: the intake threads first, then the poller once
+        every request they placed has been answered."""
         self._stopping = True
-        for condition in (self._intake, self._polling):
-            with condition:
-                condition.notify_all()
-        for thread in self._threads:
+        with self._intake:
+            self._intake.notify_all()
+        for thread in self._threads[:-1]:
             thread.join(timeout=10)
+        with self._polling:
+            self._polling.notify_all()
+        self._threads[-1].join(timeout=10)
+        progress_unlisten(self._progress)
 
     def submit(self, call: _Call) -> None:
         with self._intake:
@@ -191,30 +203,40 @@ class IntakeWorker:
             except Exception:  # the database went away: answer, reconnect on the next round
                 logger.exception("order intake failed")
                 for call in calls:
-                    self._answer(call, _server_error())
+                    if not call.answered and not call.waiting:  # placed ones get their answer
+                        self._answer(call, _server_error())
                 connection.close()
 
     def _accept(self, calls: list[_Call]) -> None:
         admitted: list[tuple[_Call, Any]] = []
         for call in calls:
             try:
-                admitted.append((call, self._admit(call)))
+                self._admit(call)
+                admitted.append((call, None))
             except Exception as error:
                 self._answer(call, _error_answer(error))
         singles: list[tuple[_Call, Any]] = []
         markets: dict[str, Any] = {}  # read once per round
-        for call, data in self._throttled(admitted):
+        for call, _ in self._throttled(admitted):
             try:
+                data = _body_json(call.body)  # after the throttles, as DRF reads request.data
                 if call.view is OrderBatchApi:
                     self._place_batch(call, data, markets)
                 else:
                     singles.append((call, order_body_parse(data, markets, self._serializer())))
             except Exception as error:
                 self._answer(call, _error_answer(error))
-        if singles:
-            outcomes = services._place_group([(c.user, r) for c, r in singles])
-            for (call, _), outcome in zip(singles, outcomes, strict=True):
-                if isinstance(outcome, ExchangeError):
+        for start in range(0, len(singles), GROUP_LIMIT):
+            group = singles[start : start + GROUP_LIMIT]
+            try:
+                outcomes = services._place_group([(c.user, r) for c, r in group])
+            except Exception as error:  # nothing of this group was placed
+                logger.exception("order intake failed")
+                for call, _ in group:
+                    self._answer(call, _error_answer(error))
+                continue
+            for (call, _), outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Exception):
                     self._answer(call, _error_answer(outcome))
                 else:
                     call.orders, call.created = [outcome[0]], outcome[1]
@@ -226,8 +248,8 @@ class IntakeWorker:
             body = self._local.body = OrderBodySerializer()
         return body
 
-    def _admit(self, call: _Call) -> Any:
-        """Authenticate, check the scope and parse the body, as the DRF view does."""
+    def _admit(self, call: _Call) -> None:
+        """Authenticate and check the scope, as the DRF view does."""
         request = SimpleNamespace(
             headers={"authorization": call.authorization},
             META={"HTTP_AUTHORIZATION": call.authorization},
@@ -251,12 +273,6 @@ class IntakeWorker:
         if not permission.has_permission(request, call.view):  # type: ignore[arg-type]
             raise exceptions.PermissionDenied(permission.message)
         call.user = request.user
-        if not call.body:
-            return {}
-        try:
-            return json.loads(call.body, parse_constant=_no_constants)
-        except ValueError as error:
-            raise exceptions.ParseError(f"JSON parse error - {error}") from error
 
     def _throttled(self, admitted: list[tuple[_Call, Any]]) -> list[tuple[_Call, Any]]:
         """The view's throttles (DRF's ``SimpleRateThrottle``: same keys, same histories, so
@@ -307,12 +323,13 @@ class IntakeWorker:
     def _place_batch(self, call: _Call, data: Any, markets: dict[str, Any]) -> None:
         call.results, call.parsed = batch_parse(data, markets)
         call.placed = services._place_group([(call.user, r) for _, r in call.parsed])
-        call.orders = [o[0] for o in call.placed if not isinstance(o, ExchangeError)]
+        call.orders = [o[0] for o in call.placed if not isinstance(o, Exception)]
         self._wait_or_answer(call)
 
     def _wait_or_answer(self, call: _Call) -> None:
         if any(o.status == OrderStatus.PENDING for o in call.orders):
             call.deadline = time.monotonic() + settings.ORDER_WAIT_SECONDS
+            call.waiting = True
             with self._polling:
                 self._waiting.append(call)
                 self._polling.notify()  # its deadline and the fallback clock start now
@@ -386,9 +403,25 @@ class IntakeWorker:
         self._answer(call, (201 if call.created else 200, [], body))
 
     def _answer(self, call: _Call, answer: Answer) -> None:
+        if call.answered:
+            return
+        call.answered = True
         status, headers, body = answer
         headers = _security_headers(call.secure) + headers
-        call.loop.call_soon_threadsafe(_settle, call.future, (status, headers, body))
+        try:
+            call.loop.call_soon_threadsafe(_settle, call.future, (status, headers, body))
+        except RuntimeError:  # its event loop is gone (the server is shutting down)
+            logger.warning("an order request's event loop closed before its answer")
+
+
+def _body_json(body: bytes) -> Any:
+    """The request body as DRF's JSONParser reads it (UTF-8, no NaN or Infinity)."""
+    if not body:
+        return {}
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise exceptions.ParseError(f"JSON parse error - {error}") from error
 
 
 def _no_constants(name: str) -> Any:
@@ -513,7 +546,18 @@ class OrderFastPath:
         else:
             self.worker().submit(_Call(view, authorization, body, secure, loop, future))
         # shielded: a client that goes away does not cancel an order already being placed
-        status, headers, payload = await asyncio.shield(future)
+        try:
+            status, headers, payload = await asyncio.wait_for(
+                asyncio.shield(future), timeout=settings.ORDER_WAIT_SECONDS + ANSWER_GRACE
+            )
+        except TimeoutError:  # the intake threads are stuck (the database hangs)
+            logger.error("an order request got no answer in time")
+            body = error_body(
+                "unavailable",
+                "No answer in time: the order may or may not be placed; "
+                "look it up by its client_order_id.",
+            )
+            status, headers, payload = 503, _security_headers(secure), orjson.dumps(body)
         headers = [*headers, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -548,9 +592,12 @@ class OrderFastPath:
             return None
         if b"cookie" in headers:  # a browser: sessions and CSRF are Django's
             return None
-        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if media_type != b"application/json":
+        media_type, _, parameters = headers.get(b"content-type", b"").partition(b";")
+        if media_type.strip().lower() != b"application/json":
             return None
+        charset = parameters.strip().lower().removeprefix(b"charset=").strip(b'"')
+        if parameters.strip() and charset not in (b"utf-8", b"utf8"):
+            return None  # another charset, or other parameters: DRF's to decode
         try:
             length = int(headers.get(b"content-length", b"-1"))
         except ValueError:
@@ -558,11 +605,14 @@ class OrderFastPath:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if length < 0 or (limit is not None and length > limit):
             return None
+        # as Django's request.is_secure(): the proxy's header, when configured and sent, decides
         secure = scope.get("scheme") == "https"
         proxy = settings.SECURE_PROXY_SSL_HEADER
-        if proxy is not None and not secure:
+        if proxy is not None:
             header = proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode()
-            secure = headers.get(header, b"").split(b",")[0].strip().decode() == proxy[1]
+            if header in headers:
+                sent = headers[header].split(b",")[0].strip().decode("latin-1")
+                secure = sent == proxy[1]
         if settings.SECURE_SSL_REDIRECT and not secure:
             return None  # Django redirects it
         host = headers.get(b"host", b"").decode("latin-1")

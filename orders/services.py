@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,8 @@ from orders.models import (
 )
 from orders.selectors import engine_state_get, order_get
 from orders.units import notional_units, price_to_ticks, quantity_to_lots
+
+logger = logging.getLogger(__name__)
 
 # Ledger amounts are bigint: keep every hold (and so every fill) far inside that range.
 MAX_HOLD_UNITS = 10**18
@@ -265,20 +268,24 @@ def _order_new(
 
 def order_place_many(
     *, user: User, requests: list[OrderRequest]
-) -> list[tuple[Order, bool] | ExchangeError]:
+) -> list[tuple[Order, bool] | Exception]:
     """Place a batch: one transaction for all of them when every order is new and covered.
 
     Otherwise (a refusal, a replayed client_order_id) each order is placed on its own, so each
-    gets its own answer. Returns, per request, (order, created) or the error refusing it.
+    gets its own answer. Returns, per request, (order, created) or the error refusing it
+    (an ``ExchangeError``; any other exception if placing it failed).
     """
     return _place_group([(user, request) for request in requests])
 
 
 def _place_group(
     items: list[tuple[User, OrderRequest]],
-) -> list[tuple[Order, bool] | ExchangeError]:
-    """``order_place_many`` for orders of any users (a batch, or concurrent single orders)."""
-    results: list[tuple[Order, bool] | ExchangeError | None] = [None] * len(items)
+) -> list[tuple[Order, bool] | Exception]:
+    """``order_place_many`` for orders of any users (a batch, or concurrent single orders).
+
+    An order that fails for another reason than a refusal (the database went away half-way)
+    has that exception as its outcome: the orders placed before it keep their answers."""
+    results: list[tuple[Order, bool] | Exception | None] = [None] * len(items)
     claimed = [(user.pk, r.client_order_id) for user, r in items if r.client_order_id is not None]
     fast = len(set(claimed)) == len(claimed)
     if fast and claimed:
@@ -305,7 +312,7 @@ def _place_group(
             pass  # fall back to one transaction per order, for an answer per order
         else:
             for market in {o.market_id: o.market for o in orders}.values():
-                engine_notify(market=market)
+                _wake(market)
             for position, order in zip(positions, orders, strict=True):
                 results[position] = (order, True)
             return _all_answered(results)
@@ -314,14 +321,24 @@ def _place_group(
             continue
         try:
             results[position] = _order_place_one(user=user, request=request)
-        except ExchangeError as error:
+        except Exception as error:  # this order's answer; the others keep theirs
             results[position] = error
     return _all_answered(results)
 
 
+def _wake(market: Market) -> None:
+    """``engine_notify`` after an intake commit: the orders are accepted whatever happens
+    here (a lost wake-up only delays them: runners also poll), so a failure is logged, not
+    turned into an error for orders that are already on the journal."""
+    try:
+        engine_notify(market=market)
+    except Exception:
+        logger.exception("runner of %s not woken", market.symbol)
+
+
 def _all_answered(
-    results: list[tuple[Order, bool] | ExchangeError | None],
-) -> list[tuple[Order, bool] | ExchangeError]:
+    results: list[tuple[Order, bool] | Exception | None],
+) -> list[tuple[Order, bool] | Exception]:
     answered = [r for r in results if r is not None]
     assert len(answered) == len(results)
     return answered
@@ -380,27 +397,27 @@ def _orders_insert(orders: list[Order]) -> None:
 
 def _journal_many(orders: list[Order]) -> None:
     _orders_insert(orders)
-    holds = [
-        ledger.HoldRequest(
-            user=o.user,
-            asset=o.hold_asset,
-            amount=o.hold_amount,
-            reference=f"order:{o.id}",
-            idempotency_key=f"order:{o.id}:hold",
-        )
-        for o in orders
-    ]
-    if len(holds) == 1:
-        ledger.hold_place_many(holds=holds)
-    else:
-        # one netted hold for the group; its key is unique: each order is in one group
-        ids = sorted(o.id for o in orders)
-        listed = f"orders:{','.join(map(str, ids))}"
-        ledger.hold_place_netted(
-            holds=holds,
-            reference=listed if len(listed) <= 120 else f"orders:{ids[0]}..{ids[-1]} ({len(ids)})",
-            idempotency_key=f"orders:{ids[0]}:hold",
-        )
+    # One hold transaction per user in the group, netted per asset, naming that user's orders
+    # only: a lone order keeps its own (order:ID), several share one (orders:ID,ID,...).
+    # Each key is unique: every order is in exactly one group.
+    by_user: dict[int, list[Order]] = {}
+    for order in orders:
+        by_user.setdefault(order.user_id, []).append(order)
+    groups = []
+    for mine in by_user.values():
+        ids = sorted(o.id for o in mine)
+        if len(ids) == 1:
+            reference, key = f"order:{ids[0]}", f"order:{ids[0]}:hold"
+        else:
+            listed = f"orders:{','.join(map(str, ids))}"
+            reference = listed if len(listed) <= 120 else f"orders:{ids[0]}..{ids[-1]} ({len(ids)})"
+            key = f"orders:{ids[0]}:hold"
+        holds = [
+            ledger.HoldRequest(o.user, o.hold_asset, o.hold_amount, f"order:{o.id}", "")
+            for o in mine
+        ]
+        groups.append(ledger.NettedHold(holds, reference, key))
+    ledger.hold_place_netted(groups=groups)
     rows_insert(
         OrderCommand,
         (
@@ -422,7 +439,9 @@ def order_place(
     ``created=False``; with another body it raises ``DuplicateClientOrderId``.
 
     Concurrent calls in one process share a transaction (``orders.intake``: group commit); each
-    still gets its own answer, exactly as if it had been placed alone.
+    still gets its own answer, as if it had been placed alone (a refusal sends the group back
+    to one transaction per order). In the ledger, a user's orders placed in one group share
+    one netted hold transaction (``_journal_many``).
     """
     if capacity_listing_id is not None:
         return _order_place_one(user=user, request=request, capacity_listing_id=capacity_listing_id)
@@ -456,7 +475,7 @@ def _order_place_one(
         if existing is None:
             raise
         return existing, False
-    engine_notify(market=market)
+    _wake(market)
     return order, True
 
 

@@ -198,30 +198,42 @@ def hold_place_many(*, holds: list[HoldRequest]) -> list[int]:
     return journal_post_ids(entries) if entries else []
 
 
-def hold_place_netted(*, holds: list[HoldRequest], reference: str, idempotency_key: str) -> int:
-    """Several holds as ONE hold transaction, netted per account (an intake group of orders:
-    one transaction with two legs per user and asset instead of one transaction per order).
-    The ``reference`` names the orders; each order keeps its own amount (``hold_amount``).
+class NettedHold(NamedTuple):
+    """One user's holds placed as one transaction (``hold_place_netted``)."""
+
+    holds: list[HoldRequest]
+    reference: str
+    idempotency_key: str
+
+
+def hold_place_netted(*, groups: list[NettedHold]) -> list[int]:
+    """Holds as ONE transaction per group, netted per account: an intake group of orders posts
+    one transaction with two legs per asset for each user, instead of one per order. Each
+    group's ``reference`` names its orders; each order keeps its own amount (``hold_amount``).
 
     All placed, or none: raises ``InsufficientFunds`` with nothing written if any account
-    cannot cover its total. Returns the transaction id.
+    cannot cover its total. Returns the transaction ids, in the order of ``groups``.
     """
-    totals: dict[tuple[int, str], int] = {}
-    for request in holds:
-        key = (request.user.pk, _asset(request.asset))
-        totals[key] = totals.get(key, 0) + _positive(request.amount)
-    legs = [
-        leg
-        for (user_id, asset), amount in totals.items()
-        for leg in _move(user_id, asset, AVAILABLE, HELD, _positive(amount))
-    ]
-    entry = _entry(
-        kind=TransactionKind.HOLD,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        legs=legs,
-    )
-    return journal_post_ids([entry])[0]
+    entries = []
+    for group in groups:
+        totals: dict[tuple[int, str], int] = {}
+        for request in group.holds:
+            key = (request.user.pk, _asset(request.asset))
+            totals[key] = totals.get(key, 0) + _positive(request.amount)
+        legs = [
+            leg
+            for (user_id, asset), amount in totals.items()
+            for leg in _move(user_id, asset, AVAILABLE, HELD, _positive(amount))
+        ]
+        entries.append(
+            _entry(
+                kind=TransactionKind.HOLD,
+                reference=group.reference,
+                idempotency_key=group.idempotency_key,
+                legs=legs,
+            )
+        )
+    return journal_post_ids(entries) if entries else []
 
 
 def _release_entry(request: HoldRequest) -> Entry:

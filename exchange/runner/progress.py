@@ -55,6 +55,11 @@ def _seen(market_id: int, seq: int) -> None:
             callback()
 
 
+def progress_unlisten(callback: Callable[[], None]) -> None:
+    if callback in _callbacks:
+        _callbacks.remove(callback)
+
+
 def progress_listen(callback: Callable[[], None]) -> None:
     """Call ``callback`` (quickly, from the thread that heard it) whenever a market moves; also
     starts this process's listener, as ``progress_version`` does."""

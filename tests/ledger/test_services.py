@@ -11,7 +11,7 @@ from exchange.errors import IdempotencyConflict, InsufficientFunds, ValidationFa
 from exchange.ledger import services
 from exchange.ledger.models import Account, LedgerTransaction, Posting, SystemAccount
 from exchange.ledger.selectors import audit_run, balance_get, balance_list, posting_list
-from exchange.ledger.services import HoldRequest, SettlementRequest, fee_for
+from exchange.ledger.services import HoldRequest, NettedHold, SettlementRequest, fee_for
 from tests.ledger.conftest import CNY, SYMBOL, fund, issue, key, ledger_state
 
 pytestmark = pytest.mark.django_db
@@ -68,26 +68,34 @@ def test_hold_place_refuses_more_than_available_and_writes_nothing(make_user) ->
     assert not LedgerTransaction.objects.filter(idempotency_key="h").exists()
 
 
-def test_netted_holds_are_one_transaction_with_two_legs_per_account(make_user) -> None:
+def test_netted_holds_are_one_transaction_per_group_with_two_legs_per_asset(make_user) -> None:
     first, second = make_user("n1@example.com"), make_user("n2@example.com")
     fund(first, 100)
     fund(second, 100)
-    holds = [
-        HoldRequest(first, "CNY", 30, "order:1", "order:1:hold"),
-        HoldRequest(second, "CNY", 5, "order:2", "order:2:hold"),
-        HoldRequest(first, "CNY", 20, "order:3", "order:3:hold"),
-    ]
     before = LedgerTransaction.objects.count()
     posted = services.hold_place_netted(
-        holds=holds, reference="orders:1,2,3", idempotency_key="orders:1:hold"
+        groups=[
+            NettedHold(
+                [
+                    HoldRequest(first, "CNY", 30, "order:1", ""),
+                    HoldRequest(first, "CNY", 20, "order:3", ""),
+                ],
+                "orders:1,3",
+                "orders:1:hold",
+            ),
+            NettedHold([HoldRequest(second, "CNY", 5, "order:2", "")], "order:2", "order:2:hold"),
+        ]
     )
-    assert LedgerTransaction.objects.count() == before + 1
-    assert legs(LedgerTransaction.objects.get(id=posted)) == [
+    assert LedgerTransaction.objects.count() == before + 2
+    assert legs(LedgerTransaction.objects.get(id=posted[0])) == [
         ("n1@example.com", "CNY", "available", -50),
         ("n1@example.com", "CNY", "held", 50),
+    ]
+    assert legs(LedgerTransaction.objects.get(id=posted[1])) == [
         ("n2@example.com", "CNY", "available", -5),
         ("n2@example.com", "CNY", "held", 5),
     ]
+    assert LedgerTransaction.objects.get(id=posted[0]).reference == "orders:1,3"
     assert balance_get(user=first, asset="CNY") == (50, 50)
     assert balance_get(user=second, asset="CNY") == (95, 5)
     assert audit_run().is_ok
@@ -100,13 +108,17 @@ def test_netted_holds_are_all_or_nothing(make_user) -> None:
     before = ledger_state()
     with pytest.raises(InsufficientFunds):
         services.hold_place_netted(
-            holds=[
-                HoldRequest(rich, "CNY", 50, "order:1", "order:1:hold"),
-                HoldRequest(poor, "CNY", 6, "order:2", "order:2:hold"),
-                HoldRequest(poor, "CNY", 6, "order:3", "order:3:hold"),  # 12 > 10 together
-            ],
-            reference="orders:1,2,3",
-            idempotency_key="orders:1:hold",
+            groups=[
+                NettedHold([HoldRequest(rich, "CNY", 50, "order:1", "")], "order:1", "order:1:h"),
+                NettedHold(
+                    [
+                        HoldRequest(poor, "CNY", 6, "order:2", ""),
+                        HoldRequest(poor, "CNY", 6, "order:3", ""),  # 12 > 10 together
+                    ],
+                    "orders:2,3",
+                    "orders:2:hold",
+                ),
+            ]
         )
     assert ledger_state() == before
 

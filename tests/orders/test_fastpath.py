@@ -264,6 +264,7 @@ def test_requests_it_does_not_take_go_to_django(app, bot, settings) -> None:
         scope(headers={b"authorization": b"Basic abc"}),
         scope(headers={b"cookie": b"sessionid=1"}),
         scope(headers={b"content-type": b"application/x-www-form-urlencoded"}),
+        scope(headers={b"content-type": b"application/json; charset=latin-1"}),
         scope(headers={b"content-length": None}),
         scope(headers={b"content-length": b"999999999"}),
         scope(headers={b"host": b"evil.example"}),
@@ -273,6 +274,9 @@ def test_requests_it_does_not_take_go_to_django(app, bot, settings) -> None:
     settings.SECURE_SSL_REDIRECT = True
     assert admitted(scope(headers={b"x-forwarded-proto": None})) is None
     assert admitted(scope()) is not None
+    # as Django's is_secure(): the proxy's header decides when it is sent
+    assert admitted(scope(scheme="https", headers={b"x-forwarded-proto": b"http"})) is None
+    assert admitted(scope(scheme="https", headers={b"x-forwarded-proto": None})) is not None
     settings.ORDER_FAST_PATH = False
     status, _, _ = call(app, "/api/v1/orders", order(), key=key)
     assert status == 201  # through Django

@@ -238,3 +238,33 @@ def test_a_group_holds_its_orders_in_one_netted_ledger_transaction(market, make_
     tokens = ledger_selectors.balance_get(user=user, asset=market.symbol)
     assert cny.held == sum(o.hold_amount for o in orders if o.side == "buy")
     assert tokens.held == sum(o.hold_amount for o in orders if o.side == "sell")
+
+
+@pytest.mark.django_db
+def test_an_order_that_fails_midway_costs_the_others_nothing(
+    market, make_user, fund, monkeypatch
+) -> None:
+    from django.db import OperationalError
+
+    rich, poor = make_user(), make_user()
+    fund(rich, cny=100)
+    requests = [
+        (rich, order_request_parse(market=market, side="buy", price="7.00", quantity="1")),
+        (poor, order_request_parse(market=market, side="buy", price="7.00", quantity="1")),
+        (rich, order_request_parse(market=market, side="buy", price="7.20", quantity="1")),
+    ]
+    real = services._order_place_one
+
+    def flaky(*, user: Any, request: Any, **kwargs: Any) -> Any:
+        if request.price_ticks == 720:
+            raise OperationalError("connection lost")
+        return real(user=user, request=request, **kwargs)
+
+    # the poor user's refusal sends the group to one transaction per order; the third fails
+    monkeypatch.setattr(services, "_order_place_one", flaky)
+    first, second, third = services._place_group(requests)
+    assert first[1] is True
+    assert Order.objects.filter(id=first[0].id).exists()
+    assert isinstance(second, InsufficientFunds)
+    assert isinstance(third, OperationalError)
+    assert Order.objects.filter(user=rich).count() == 1
