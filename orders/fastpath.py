@@ -208,16 +208,16 @@ class IntakeWorker:
                 connection.close()
 
     def _accept(self, calls: list[_Call]) -> None:
-        admitted: list[tuple[_Call, Any]] = []
+        admitted: list[_Call] = []
         for call in calls:
             try:
                 self._admit(call)
-                admitted.append((call, None))
+                admitted.append(call)
             except Exception as error:
                 self._answer(call, _error_answer(error))
         singles: list[tuple[_Call, Any]] = []
         markets: dict[str, Any] = {}  # read once per round
-        for call, _ in self._throttled(admitted):
+        for call in self._throttled(admitted):
             try:
                 data = _body_json(call.body)  # after the throttles, as DRF reads request.data
                 if call.view is OrderBatchApi:
@@ -274,12 +274,12 @@ class IntakeWorker:
             raise exceptions.PermissionDenied(permission.message)
         call.user = request.user
 
-    def _throttled(self, admitted: list[tuple[_Call, Any]]) -> list[tuple[_Call, Any]]:
+    def _throttled(self, admitted: list[_Call]) -> list[_Call]:
         """The view's throttles (DRF's ``SimpleRateThrottle``: same keys, same histories, so
         both paths count alike) for the whole round: one ``get_many`` and one ``set_many``
         instead of a read and a write per request. Answers the refused calls."""
         checks: list[tuple[_Call, Any]] = []
-        for call, _ in admitted:
+        for call in admitted:
             request = SimpleNamespace(user=call.user, META={})
             view = call.view()
             for throttle in view.get_throttles():
@@ -312,12 +312,12 @@ class IntakeWorker:
         for duration in {d for _, d in changed.values()}:
             store.set_many({k: h for k, (h, d) in changed.items() if d == duration}, duration)
         allowed = []
-        for call, data in admitted:
+        for call in admitted:
             if id(call) in waits:
                 wait = max((w for w in waits[id(call)] if w is not None), default=None)
                 self._answer(call, _error_answer(exceptions.Throttled(wait)))
             else:
-                allowed.append((call, data))
+                allowed.append(call)
         return allowed
 
     def _place_batch(self, call: _Call, data: Any, markets: dict[str, Any]) -> None:

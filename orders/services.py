@@ -375,7 +375,7 @@ ORDER_COLUMNS = (
 )
 
 
-def _plain(value: Any) -> Any:
+def _db_value(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
@@ -387,7 +387,7 @@ def _orders_insert(orders: list[Order]) -> None:
     for order in orders:
         order.created_at = order.updated_at = now
         # enum members as their plain values: those go as one array literal (exchange.db)
-        rows.append([_plain(getattr(order, name)) for name, _ in ORDER_COLUMNS])
+        rows.append([_db_value(getattr(order, name)) for name, _ in ORDER_COLUMNS])
     ids = rows_insert(Order, ORDER_COLUMNS, rows)
     for order, order_id in zip(orders, ids, strict=True):
         order.id = order_id

@@ -54,17 +54,19 @@ def read(order_ids: Iterable[int]) -> dict[int, Order]:
             _condition.wait()
         else:
             return {i: _fresh[i] for i in order_ids if i in _fresh}
-    found: dict[int, Order] = {}
+    found: dict[int, Order] | None = None
     try:
         found = {
             o.id: o for o in Order.objects.select_related("market").filter(id__in=batch).order_by()
         }
     finally:
         with _condition:
-            for order_id, order in found.items():
-                if order_id in _wanted:
-                    _fresh[order_id] = order
+            if found is not None:
+                for order_id, order in found.items():
+                    if order_id in _wanted:
+                        _fresh[order_id] = order
+                _finished = number
+            # a failed read counts for nobody: the others waiting for it read again themselves
             _reading = False
-            _finished = number
             _condition.notify_all()
     return {i: found[i] for i in order_ids if i in found}

@@ -268,3 +268,29 @@ def test_an_order_that_fails_midway_costs_the_others_nothing(
     assert isinstance(second, InsufficientFunds)
     assert isinstance(third, OperationalError)
     assert Order.objects.filter(user=rich).count() == 1
+
+
+def test_a_failed_shared_read_is_not_taken_as_an_answer(monkeypatch) -> None:
+    class FailingFirst(_BlockingRows):
+        def order_by(self) -> list[Any]:
+            if len(self.reads) == 1:
+                assert self.release.wait(5)
+                raise RuntimeError("connection lost")
+            return super().order_by()
+
+    rows = FailingFirst()
+    monkeypatch.setattr(waiting, "Order", rows)
+    waiting.want([1, 2])
+    try:
+        first, first_box = _run(waiting.read, [1])
+        _wait_until(lambda: len(rows.reads) == 1)
+        second, second_box = _run(waiting.read, [2])
+        time.sleep(0.05)
+        rows.release.set()
+        for thread in (first, second):
+            thread.join(5)
+        assert isinstance(first_box["error"], RuntimeError)  # the reader hears its failure
+        assert second_box["value"][2].read == 2  # the other read again, itself
+        assert len(rows.reads) == 2
+    finally:
+        waiting.unwant([1, 2])
