@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "exchange.ledger",
     "exchange.marketdata",
     "orders",
+    "exchange.delivery.endpoints",
+    "exchange.delivery.escrow",
+    "exchange.delivery.gateway",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,3 @@
+"""Models of delivery endpoints."""
+
+from django.db import models  # noqa: F401

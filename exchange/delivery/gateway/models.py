@@ -1,0 +1,3 @@
+"""Models of delivery gateway."""
+
+from django.db import models  # noqa: F401
