@@ -41,6 +41,16 @@ class Market(models.Model):
     max_first_token_latency_ms = models.PositiveIntegerField(
         help_text="Service level: maximum time to first token in milliseconds."
     )
+    default_max_tokens = models.PositiveIntegerField(
+        default=4096,
+        help_text="Delivery: completion tokens reserved when a request gives no max_tokens.",
+    )
+    sla_credit_rate = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal(1),
+        help_text="Delivery: share of a request's cost credited to the buyer on an SLA miss.",
+    )
     tick_size = models.DecimalField(
         max_digits=20, decimal_places=8, help_text="Price step, quote currency per MTok."
     )
@@ -77,6 +87,13 @@ class Market(models.Model):
             models.CheckConstraint(
                 condition=Q(taker_fee_rate__gte=0, taker_fee_rate__lt=Decimal("0.1")),
                 name="market_taker_fee_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(sla_credit_rate__gte=0, sla_credit_rate__lte=1),
+                name="market_sla_credit_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(default_max_tokens__gt=0), name="market_default_max_tokens_positive"
             ),
         ]
 

@@ -74,6 +74,8 @@ def market_create(**fields: Any) -> Market:
         return Market.objects.create(**fields)
 
 
+# Every demo model is a complete pair (an input and an output market of the same model, region and
+# quote currency): the gateway serves a model only through both.
 DEMO_MARKETS: list[dict[str, Any]] = [
     {
         "symbol": "QWEN3.6-PLUS-OUT-CNY",
@@ -146,6 +148,58 @@ DEMO_MARKETS: list[dict[str, Any]] = [
         "quote_currency": "USD",
         "model_name": "Llama 4 Maverick",
         "token_kind": "output",
+        "region": "us-west",
+        "min_throughput_tps": 60,
+        "max_first_token_latency_ms": 1000,
+        "tick_size": Decimal("0.001"),
+        "lot_size": Decimal("0.001"),
+        "min_quantity": Decimal("0.01"),
+    },
+    {
+        "symbol": "DEEPSEEK-V3.2-IN-CNY",
+        "base": "DEEPSEEK-V3.2-IN",
+        "quote_currency": "CNY",
+        "model_name": "DeepSeek-V3.2",
+        "token_kind": "input",
+        "region": "cn-north",
+        "min_throughput_tps": 30,
+        "max_first_token_latency_ms": 2000,
+        "tick_size": Decimal("0.01"),
+        "lot_size": Decimal("0.001"),
+        "min_quantity": Decimal("0.01"),
+    },
+    {
+        "symbol": "KIMI-K2-IN-CNY",
+        "base": "KIMI-K2-IN",
+        "quote_currency": "CNY",
+        "model_name": "Kimi K2",
+        "token_kind": "input",
+        "region": "cn-north",
+        "min_throughput_tps": 30,
+        "max_first_token_latency_ms": 2000,
+        "tick_size": Decimal("0.01"),
+        "lot_size": Decimal("0.001"),
+        "min_quantity": Decimal("0.01"),
+    },
+    {
+        "symbol": "GLM-4.6-IN-CNY",
+        "base": "GLM-4.6-IN",
+        "quote_currency": "CNY",
+        "model_name": "GLM-4.6",
+        "token_kind": "input",
+        "region": "cn-south",
+        "min_throughput_tps": 30,
+        "max_first_token_latency_ms": 2000,
+        "tick_size": Decimal("0.01"),
+        "lot_size": Decimal("0.001"),
+        "min_quantity": Decimal("0.01"),
+    },
+    {
+        "symbol": "LLAMA-4-MAVERICK-IN-USD",
+        "base": "LLAMA-4-MAVERICK-IN",
+        "quote_currency": "USD",
+        "model_name": "Llama 4 Maverick",
+        "token_kind": "input",
         "region": "us-west",
         "min_throughput_tps": 60,
         "max_first_token_latency_ms": 1000,
