@@ -305,6 +305,26 @@ WS_TICKER_INTERVAL = env.float("WS_TICKER_INTERVAL", default=0.25)
 WS_RATE_PER_SECOND = env.float("WS_RATE_PER_SECOND", default=20.0)
 WS_RATE_BURST = env.int("WS_RATE_BURST", default=40)
 
+# --- Delivery: provider endpoints -----------------------------------------------------------
+# Fernet keys (comma-separated, newest first) encrypting providers' upstream API keys at rest;
+# the first encrypts, all decrypt (rotate: prepend a key, run `rotate_endpoint_keys`). Empty
+# with DEBUG on: a key derived from SECRET_KEY (development only); empty with DEBUG off: storing
+# or reading an endpoint key fails.
+DELIVERY_ENCRYPTION_KEYS = env.list("DELIVERY_ENCRYPTION_KEYS", default=[])
+# Health probes: a tiny streamed completion to every endpoint, this often.
+DELIVERY_PROBE_INTERVAL_SECONDS = env.float("DELIVERY_PROBE_INTERVAL_SECONDS", default=30.0)
+DELIVERY_PROBE_TIMEOUT_SECONDS = env.float("DELIVERY_PROBE_TIMEOUT_SECONDS", default=10.0)
+# Saving an endpoint checks `GET {base_url}/models` with this timeout.
+DELIVERY_VALIDATE_TIMEOUT_SECONDS = env.float("DELIVERY_VALIDATE_TIMEOUT_SECONDS", default=5.0)
+# Dead-man switch: failing every check this long cancels the provider's asks in the market.
+DELIVERY_DEADMAN_SECONDS = env.float("DELIVERY_DEADMAN_SECONDS", default=120.0)
+CELERY_BEAT_SCHEDULE["delivery-endpoint-probe"] = {
+    "task": "exchange.delivery.endpoints.tasks.endpoints_probe_task",
+    "schedule": DELIVERY_PROBE_INTERVAL_SECONDS,
+    # A run still queued when the next is due is dropped, not piled up behind a stuck worker.
+    "options": {"expires": DELIVERY_PROBE_INTERVAL_SECONDS},
+}
+
 # --- Web UI: htmx + template partials, CSP with nonces, front-end libraries, demo ------------
 from csp.constants import NONCE  # noqa: E402
 
