@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope, request_scopes
 from accounts.models import SCOPE_CODES, ApiKey
 from accounts.selectors import api_key_list
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import LIMIT_FIELDS, api_key_create, api_key_revoke
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -27,6 +27,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "expires_at",
             "revoked_at",
             "last_used_at",
+            *LIMIT_FIELDS,
+            "allowed_models",
         ]
 
 
@@ -34,6 +36,14 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=80)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPE_CODES), min_length=1)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    # limits of a ``consume`` key (the /v1 gateway); omitted or null: none
+    tokens_per_day = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    tokens_per_month = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=100
+    )
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
@@ -61,6 +71,9 @@ class ApiKeyListApi(APIView):
             scopes=body.validated_data["scopes"],
             expires_at=body.validated_data.get("expires_at"),
             creator_scopes=request_scopes(request),
+            limits={
+                field: body.validated_data.get(field) for field in (*LIMIT_FIELDS, "allowed_models")
+            },
         )
         data = ApiKeySerializer(created.api_key).data
         data["key"] = created.secret

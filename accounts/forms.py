@@ -49,3 +49,18 @@ class ApiKeyForm(forms.Form):
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
+    # limits of a "consume" key (the /v1 gateway); empty: none
+    tokens_per_day = forms.IntegerField(label=_("Tokens per day"), required=False, min_value=1)
+    tokens_per_month = forms.IntegerField(label=_("Tokens per month"), required=False, min_value=1)
+    requests_per_minute = forms.IntegerField(
+        label=_("Requests per minute"), required=False, min_value=1
+    )
+    tokens_per_minute = forms.IntegerField(
+        label=_("Tokens per minute"), required=False, min_value=1
+    )
+    allowed_models = forms.CharField(
+        label=_("Allowed models (comma-separated; empty: all)"), required=False, max_length=1000
+    )
+
+    def clean_allowed_models(self) -> list[str]:
+        return [m.strip() for m in self.cleaned_data["allowed_models"].split(",") if m.strip()]

@@ -90,9 +90,10 @@ class Scope(models.TextChoices):
     READ = "read", "Read"
     TRADE = "trade", "Trade"
     WITHDRAW = "withdraw", "Withdraw"
+    CONSUME = "consume", "Consume (the /v1 gateway)"
 
 
-SCOPE_CODES = (Scope.READ.value, Scope.TRADE.value, Scope.WITHDRAW.value)
+SCOPE_CODES = (Scope.READ.value, Scope.TRADE.value, Scope.WITHDRAW.value, Scope.CONSUME.value)
 
 
 class ApiKey(models.Model):
@@ -110,6 +111,16 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Limits an agent's owner sets on a ``consume`` key (the gateway enforces them; empty: none).
+    # Budgets count prompt + completion tokens per UTC day / calendar month, in-flight requests
+    # at their reserved worst case.
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveBigIntegerField(null=True, blank=True)
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="Model ids this key may use; empty: all."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

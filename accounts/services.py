@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -30,7 +30,7 @@ def _parse_scopes(scopes: Iterable[str]) -> list[str]:
     unknown = wanted - set(SCOPE_CODES)
     if unknown:
         raise ValidationFailed(
-            f"Unknown scope(s): {', '.join(sorted(unknown))}. Use read, trade, withdraw.",
+            f"Unknown scope(s): {', '.join(sorted(unknown))}. Use {', '.join(SCOPE_CODES)}.",
             details={"scopes": sorted(unknown)},
         )
     if not wanted:
@@ -103,6 +103,25 @@ def profile_update(
     return profile
 
 
+LIMIT_FIELDS = ("tokens_per_day", "tokens_per_month", "requests_per_minute", "tokens_per_minute")
+
+
+def _parse_limits(limits: dict[str, Any]) -> dict[str, Any]:
+    """A ``consume`` key's limits: positive integers or None, and an allow-list of model ids."""
+    parsed: dict[str, Any] = {}
+    for field in LIMIT_FIELDS:
+        value = limits.get(field)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and (not whole or value < 1):
+            raise ValidationFailed(f"{field} must be a positive whole number or empty.")
+        parsed[field] = value
+    models = limits.get("allowed_models") or []
+    if isinstance(models, str) or not all(isinstance(m, str) for m in models):
+        raise ValidationFailed("allowed_models must be a list of model ids.")
+    parsed["allowed_models"] = sorted({m.strip().lower() for m in models if m.strip()})
+    return parsed
+
+
 class CreatedApiKey(NamedTuple):
     api_key: ApiKey
     secret: str  # the full key, shown once and never stored
@@ -115,9 +134,12 @@ def api_key_create(
     scopes: Iterable[str],
     expires_at: datetime | None = None,
     creator_scopes: Iterable[str] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> CreatedApiKey:
-    """Create a key. ``creator_scopes`` is set when another API key asks: no escalation."""
+    """Create a key. ``creator_scopes`` is set when another API key asks: no escalation.
+    ``limits``: ``LIMIT_FIELDS`` and ``allowed_models``, enforced by the gateway on ``consume``."""
     scope_list = _parse_scopes(scopes)
+    parsed_limits = _parse_limits(limits or {})
     if creator_scopes is not None and not set(scope_list) <= set(creator_scopes):
         raise ValidationFailed("An API key cannot create a key with scopes it does not have.")
     name = (name or "").strip()
@@ -134,6 +156,7 @@ def api_key_create(
         hashed_key=api_key_hash(secret),
         scopes=scope_list,
         expires_at=expires_at,
+        **parsed_limits,
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
 

@@ -10,7 +10,13 @@ from django.views.decorators.http import require_POST
 from accounts.forms import ApiKeyForm, EmailAuthenticationForm, ProfileForm, SignUpForm
 from accounts.models import Profile
 from accounts.selectors import api_key_list
-from accounts.services import api_key_create, api_key_revoke, profile_update, user_create
+from accounts.services import (
+    LIMIT_FIELDS,
+    api_key_create,
+    api_key_revoke,
+    profile_update,
+    user_create,
+)
 from exchange.errors import ExchangeError
 
 
@@ -80,6 +86,10 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scopes"],
                 expires_at=form.cleaned_data.get("expires_at"),
+                limits={
+                    field: form.cleaned_data.get(field)
+                    for field in (*LIMIT_FIELDS, "allowed_models")
+                },
             )
         except ExchangeError as error:
             form.add_error(None, error.message)
