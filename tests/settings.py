@@ -2,6 +2,8 @@
 
 import os
 
+# Before the settings read .env: a developer's DEBUG=true there must not change what tests see.
+os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "test-only-insecure-key-not-for-production")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # Endpoint keys at rest (exchange.delivery.endpoints.crypto): a fixed test-only Fernet key.

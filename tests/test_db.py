@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from exchange.db import array_param, server_bound_cursor, unique_row
 from exchange.markets.models import Market
@@ -73,4 +72,3 @@ def test_unique_row_finds_the_row_without_ordering(postgres, django_assert_num_q
     assert found.symbol == symbol
     assert "ORDER BY" not in queries.captured_queries[0]["sql"]
     assert unique_row(Market.objects.filter(symbol="NONE")) is None
-    assert connection.vendor == "postgresql"

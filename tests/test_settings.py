@@ -15,7 +15,10 @@ PRODUCTION_ENV = {
     "DEBUG": "false",
     "SECRET_KEY": "x" * 20 + "a-long-random-production-secret-9f8e7d6c5b4a3",
     "ALLOWED_HOSTS": "exchange.example.com",
-    "DATABASE_URL": "sqlite:////tmp/deploy-check.sqlite3",
+    # settings never connect at import; nothing listens here
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:1/deploy_check",
+    # production has no .env (a development checkout's would supply DEBUG and a secret)
+    "ENV_FILE": "/nonexistent/.env",
     "PATH": os.environ.get("PATH", ""),
 }
 
@@ -43,6 +46,41 @@ def test_secret_key_is_required_when_debug_is_off() -> None:
     result = run_manage("check", env=env)
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_database_must_be_postgresql() -> None:
+    missing = {k: v for k, v in PRODUCTION_ENV.items() if k != "DATABASE_URL"}
+    result = run_manage("check", env=missing)
+    assert result.returncode != 0
+    assert "DATABASE_URL is not set: `make services`" in result.stderr
+    result = run_manage("check", env={**PRODUCTION_ENV, "DATABASE_URL": "sqlite:////tmp/x.db"})
+    assert result.returncode != 0
+    assert "DATABASE_URL must be a PostgreSQL URL" in result.stderr
+
+
+def test_env_file_fills_in_what_the_environment_does_not_set(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "DEBUG=true\nSECRET_KEY=from-the-file\nDATABASE_URL=postgres://postgres@127.0.0.1:1/x\n"
+    )
+    env = {
+        "ENV_FILE": str(env_file),
+        "SECRET_KEY": "from-the-environment",
+        "PATH": os.environ.get("PATH", ""),
+    }
+    show = "import django; django.setup(); from django.conf import settings as s; "
+    show += "print(s.DEBUG, s.SECRET_KEY, s.DATABASES['default']['PORT'])"
+    result = subprocess.run(
+        [sys.executable, "-c", show],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "exchange.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "from-the-environment", "1"]
 
 
 @pytest.mark.django_db

@@ -36,13 +36,13 @@ def main() -> None:
     connection.settings_dict["TEST"]["NAME"] = f"{original}_ledger_bench"
     test_name = creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
-        _run(arguments, vendor=connection.vendor)
+        _run(arguments)
     finally:
         creation.destroy_test_db(original, verbosity=0)
     print(f"(database {test_name} dropped)")
 
 
-def _run(arguments: argparse.Namespace, *, vendor: str) -> None:
+def _run(arguments: argparse.Namespace) -> None:
     from django.db import transaction
 
     from accounts.models import User
@@ -126,7 +126,7 @@ def _run(arguments: argparse.Namespace, *, vendor: str) -> None:
     batched_rate = len(batched) / (time.perf_counter() - started)
 
     report = audit_run()
-    print(f"database: {vendor}; {users} buyers × {users} sellers, 1 market; 5 postings per trade")
+    print(f"{users} buyers × {users} sellers, 1 market; 5 postings per trade")
     print(f"one settlement per transaction: {len(single):>7} trades  {single_rate:>9,.0f} trades/s")
     print(
         f"trade_settle_many, {arguments.batch}/txn:  {len(batched):>7} trades  "

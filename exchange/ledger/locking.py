@@ -11,14 +11,12 @@ refused, ``InsufficientFunds`` is raised and the caller's savepoint undoes the o
 
 from __future__ import annotations
 
-from django.db import connection
-
 from exchange.db import server_bound_cursor
 from exchange.errors import InsufficientFunds, ValidationFailed
 from exchange.ledger.models import Account
 from exchange.ledger.units import BIGINT_MAX, amount_display, is_currency
 
-# PostgreSQL: lock in the global order (the MATERIALIZED CTE with ORDER BY … FOR UPDATE takes
+# Lock in the global order (the MATERIALIZED CTE with ORDER BY … FOR UPDATE takes
 # the row locks one by one in that order), then update every row in the same statement.
 _MOVE_POSTGRESQL = """
 WITH delta AS MATERIALIZED (
@@ -38,17 +36,6 @@ UPDATE ledger_account account
 RETURNING account.id
 """
 
-# Elsewhere (SQLite serialises writers anyway): one conditional UPDATE per row, in lock order.
-# The range check matters on SQLite, whose integer overflow silently turns into a float.
-_MOVE_ONE = """
-UPDATE ledger_account
-   SET available = available + %s, held = held + %s
- WHERE id = %s
-   AND (owner_id IS NULL OR (available + %s >= 0 AND held + %s >= 0))
-   AND available + %s BETWEEN -%s AND %s
-   AND held + %s BETWEEN -%s AND %s
-"""
-
 
 def balances_move(deltas: dict[int, list[int]]) -> None:
     """Add ``deltas`` (account id → [available, held]) to the cached balances.
@@ -56,31 +43,14 @@ def balances_move(deltas: dict[int, list[int]]) -> None:
     Must run inside a transaction (a savepoint the caller rolls back on error).
     """
     ids = sorted(deltas)
-    if connection.vendor == "postgresql":
-        with server_bound_cursor() as cursor:
-            cursor.execute(
-                _MOVE_POSTGRESQL,
-                [ids, [deltas[i][0] for i in ids], [deltas[i][1] for i in ids], ids],
-            )
-            moved = {row[0] for row in cursor.fetchall()}
-        if len(moved) != len(ids):
-            _refuse(deltas, [i for i in ids if i not in moved])
-        return
-
-    order = dict(Account.objects.filter(id__in=ids).values_list("id", "owner_id"))
-    ids.sort(key=lambda i: (order.get(i) is None, i))
-    with connection.cursor() as cursor:
-        for account_id in ids:
-            available, held = deltas[account_id]
-            cursor.execute(
-                _MOVE_ONE,
-                [
-                    *(available, held, account_id, available, held),
-                    *(available, BIGINT_MAX, BIGINT_MAX, held, BIGINT_MAX, BIGINT_MAX),
-                ],
-            )
-            if cursor.rowcount != 1:
-                _refuse(deltas, [account_id])
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            _MOVE_POSTGRESQL,
+            [ids, [deltas[i][0] for i in ids], [deltas[i][1] for i in ids], ids],
+        )
+        moved = {row[0] for row in cursor.fetchall()}
+    if len(moved) != len(ids):
+        _refuse(deltas, [i for i in ids if i not in moved])
 
 
 def _human(asset: str, amount: int) -> str:

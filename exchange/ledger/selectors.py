@@ -167,7 +167,7 @@ def audit_run() -> AuditReport:
     report = AuditReport()
     outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
-        if outermost and connection.vendor == "postgresql":
+        if outermost:
             # One consistent snapshot while writers carry on.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cursor.execute(

@@ -29,14 +29,13 @@ def candles_apply(
     opening, closing = prices[0], prices[-1]
     high, low = max(prices), min(prices)
     table = connection.ops.quote_name(Candle._meta.db_table)
-    greatest, least = ("GREATEST", "LEAST") if connection.vendor == "postgresql" else ("MAX", "MIN")
     sql = (
         f'INSERT INTO {table} (market_id, "interval", start, open_ticks, high_ticks, low_ticks, '  # noqa: S608
         "close_ticks, volume_lots, quote_volume, trade_count) "
         f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)'] * len(INTERVALS))} "
         'ON CONFLICT (market_id, "interval", start) DO UPDATE SET '
-        f"high_ticks = {greatest}({table}.high_ticks, excluded.high_ticks), "
-        f"low_ticks = {least}({table}.low_ticks, excluded.low_ticks), "
+        f"high_ticks = GREATEST({table}.high_ticks, excluded.high_ticks), "
+        f"low_ticks = LEAST({table}.low_ticks, excluded.low_ticks), "
         "close_ticks = excluded.close_ticks, "
         f"volume_lots = {table}.volume_lots + excluded.volume_lots, "
         f"quote_volume = {table}.quote_volume + excluded.quote_volume, "

@@ -115,9 +115,6 @@ class OrderRow:
 
 
 def orders_load(ids: set[int]) -> dict[int, OrderRow]:
-    if connection.vendor != "postgresql":
-        rows = Order.objects.filter(id__in=ids).values_list(*ORDER_FIELDS)
-        return {row[0]: OrderRow(row) for row in rows}
     # thousands of ids: one array parameter instead of an IN list built in Python
     placeholder, value = array_param(list(ids), "bigint")
     columns = ", ".join(connection.ops.quote_name(name) for name in ORDER_FIELDS)
@@ -249,12 +246,11 @@ class MarketRunner:
                 state.book_seq = self.feed_seq  # rebuild() moved it on
             book = self.book
             assert book is not None
-            if connection.vendor == "postgresql":
-                # The pending index churns (each command leaves it within a second); a bitmap
-                # scan re-reads every dead entry until VACUUM comes, an index scan marks them
-                # dead as it passes and stops at the LIMIT.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL enable_bitmapscan = off")
+            # The pending index churns (each command leaves it within a second); a bitmap
+            # scan re-reads every dead entry until VACUUM comes, an index scan marks them
+            # dead as it passes and stops at the LIMIT.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_bitmapscan = off")
             commands = list(
                 OrderCommand.objects.filter(market=self.market, seq__isnull=True)
                 .order_by("id")

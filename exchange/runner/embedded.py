@@ -33,7 +33,7 @@ def notify(market: Market) -> None:
         inline_process(market)
     elif mode == "embedded":
         _wake.set()
-    if mode != "inline" and connection.vendor == "postgresql":
+    if mode != "inline":
         # Runners in other processes LISTEN; they also poll, so a lost wake-up only delays.
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(market.id)])

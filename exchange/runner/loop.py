@@ -144,7 +144,7 @@ class RunnerLoop:
         self.wake.clear()
 
     def _listen(self) -> None:
-        if connection.vendor == "postgresql" and not self.listening:
+        if not self.listening:
             with connection.cursor() as cursor:
                 cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self.listening = True

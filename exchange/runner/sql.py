@@ -3,8 +3,8 @@
 Django's ``bulk_update`` builds one ``CASE WHEN`` per field and row, which costs more than the
 matching itself. On PostgreSQL one ``UPDATE … FROM unnest(arrays)`` (and ``INSERT … SELECT
 FROM unnest``) does the same work with one array parameter per column, so the statement stays
-small whatever the batch size. Other databases (SQLite in ``make run``) use plain
-``executemany``. Table and column names come from models and our own code, never from input.
+small whatever the batch size. Table and column names come from models and our own code, never
+from input.
 """
 
 from __future__ import annotations
@@ -34,27 +34,21 @@ def rows_update(
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     names = [name for name, _ in columns]
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            assignments = ", ".join(f"{quote(name)} = %s" for name in [*names, *constants])
-            sql = f"UPDATE {table} SET {assignments} WHERE id = %s"  # noqa: S608
-            cursor.executemany(sql, [(*row[1:], *constants.values(), row[0]) for row in rows])
-            return
-        types = ["bigint", *(sql_type for _, sql_type in columns)]
-        params = [
-            array_param(list(column), sql_type)
-            for column, sql_type in zip(zip(*rows, strict=True), types, strict=True)
-        ]
-        arrays = ", ".join(placeholder for placeholder, _ in params)
-        assignments = ", ".join(
-            [f"{quote(name)} = v.{quote(name)}" for name in names]
-            + [f"{quote(name)} = %s" for name in constants]
-        )
-        aliases = ", ".join(quote(name) for name in names)
-        sql = (
-            f"UPDATE {table} AS t SET {assignments} "  # noqa: S608
-            f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
-        )
+    types = ["bigint", *(sql_type for _, sql_type in columns)]
+    params = [
+        array_param(list(column), sql_type)
+        for column, sql_type in zip(zip(*rows, strict=True), types, strict=True)
+    ]
+    arrays = ", ".join(placeholder for placeholder, _ in params)
+    assignments = ", ".join(
+        [f"{quote(name)} = v.{quote(name)}" for name in names]
+        + [f"{quote(name)} = %s" for name in constants]
+    )
+    aliases = ", ".join(quote(name) for name in names)
+    sql = (
+        f"UPDATE {table} AS t SET {assignments} "  # noqa: S608
+        f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
+    )
     with server_bound_cursor() as cursor:
         cursor.execute(sql, [*constants.values(), *(value for _, value in params)])
 
@@ -68,25 +62,16 @@ def rows_insert(
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     names = ", ".join(quote(name) for name, _ in columns)
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            marks = ", ".join(["%s"] * len(columns))
-            sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"  # noqa: S608
-            ids = []
-            for row in rows:
-                cursor.execute(sql, row)
-                ids.append(cursor.fetchone()[0])
-            return ids
-        params = [
-            array_param(list(column), sql_type)
-            for column, (_, sql_type) in zip(zip(*rows, strict=True), columns, strict=True)
-        ]
-        arrays = ", ".join(placeholder for placeholder, _ in params)
-        # ORDER BY the ordinality keeps the returned ids in the order of the rows.
-        sql = (
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608
-            f"WITH ORDINALITY AS v({names}, position) ORDER BY position RETURNING id"
-        )
+    params = [
+        array_param(list(column), sql_type)
+        for column, (_, sql_type) in zip(zip(*rows, strict=True), columns, strict=True)
+    ]
+    arrays = ", ".join(placeholder for placeholder, _ in params)
+    # ORDER BY the ordinality keeps the returned ids in the order of the rows.
+    sql = (
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608
+        f"WITH ORDINALITY AS v({names}, position) ORDER BY position RETURNING id"
+    )
     with server_bound_cursor() as cursor:
         cursor.execute(sql, [value for _, value in params])
         return [row[0] for row in cursor.fetchall()]

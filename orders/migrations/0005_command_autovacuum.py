@@ -9,8 +9,6 @@ TABLES = ("orders_ordercommand", "orders_order")
 
 def _alter(reset: bool):
     def run(apps, schema_editor):
-        if schema_editor.connection.vendor != "postgresql":
-            return
         with schema_editor.connection.cursor() as cursor:
             for table in TABLES:
                 if reset:

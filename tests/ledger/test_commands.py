@@ -66,14 +66,13 @@ class _Undo(Exception):
 
 def test_audit_finds_every_kind_of_problem_planted_past_the_database_rules(make_user) -> None:
     """Rows the database would refuse (see test_constraints), planted with its triggers and
-    foreign keys switched off for this transaction (SQLite has none): the audit still sees
-    every problem, as it would after a restore from a bad backup."""
+    foreign keys switched off for this transaction: the audit still sees every problem, as it
+    would after a restore from a bad backup."""
     user = make_user()
     fund(user, 100)
     with contextlib.suppress(_Undo), transaction.atomic():
         with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SET LOCAL session_replication_role = replica")
+            cursor.execute("SET LOCAL session_replication_role = replica")
             cursor.execute(
                 "INSERT INTO ledger_transaction (kind, reference, idempotency_key, request_hash, memo, created_at) "
                 "VALUES ('adjustment', 'raw', 'raw', '', '', '2026-01-01')"
@@ -84,8 +83,7 @@ def test_audit_finds_every_kind_of_problem_planted_past_the_database_rules(make_
                 "SELECT id, %s, 'USD', 'held', 7 FROM ledger_transaction WHERE reference = 'test'",
                 [account],
             )
-            if connection.vendor == "postgresql":
-                cursor.execute("SET LOCAL session_replication_role = origin")
+            cursor.execute("SET LOCAL session_replication_role = origin")
         problems = "\n".join(audit_run().problems)
         # roll the planted rows back (with the balance checks PostgreSQL queued for them)
         raise _Undo

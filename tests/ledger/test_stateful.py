@@ -254,12 +254,11 @@ class LedgerMachine(RuleBasedStateMachine):
     # --- invariants ------------------------------------------------------------------------------
     @invariant()
     def ledger_is_sound(self) -> None:
-        if connection.vendor == "postgresql":
-            # Fire any deferred constraint triggers now: this test runs inside one transaction
-            # (the balance check itself runs per statement, migration 0003).
-            with connection.cursor() as cursor:
-                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        # Fire any deferred constraint triggers now: this test runs inside one transaction
+        # (the balance check itself runs per statement, migration 0003).
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         report = audit_run()
         assert report.is_ok, report.render()
         rows = Account.objects.values_list("owner_id", "system", "asset_id", "available", "held")

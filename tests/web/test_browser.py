@@ -1,8 +1,8 @@
 """Browser tests: Playwright driving Debian's Chromium against a live uvicorn server with the
 embedded engine runner and the Redis channel layer (as tests/marketdata/test_e2e.py does).
 
-They need PostgreSQL, Redis and /usr/bin/chromium; with REQUIRE_SERVICES=1 (CI) a missing one
-fails the tests instead of skipping them. Screenshots go to test-artifacts/ (git-ignored).
+They need PostgreSQL, Redis and /usr/bin/chromium (`make test` installs Debian's chromium when it
+is missing); a missing one fails the tests. Screenshots go to test-artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 
 from accounts.services import api_key_create
 from tests.asgi_server import asgi_server
-from tests.conftest import REQUIRE_SERVICES
 from tests.orders.conftest import SYMBOL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +38,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 def _require_chromium() -> None:
     if not Path(CHROMIUM).exists() or shutil.which("node") is None:
-        reason = "Debian chromium (/usr/bin/chromium) is not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"required for browser tests: {reason}", pytrace=False)
-        pytest.skip(reason)
+        reason = "/usr/bin/chromium or node is missing (`make test` installs chromium)"
+        pytest.fail(f"required for browser tests: {reason}", pytrace=False)
     if not (ROOT / "node_modules" / "lightweight-charts").is_dir():
         pytest.fail("node_modules is missing: run `make install` (npm ci)", pytrace=False)
 

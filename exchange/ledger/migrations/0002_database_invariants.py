@@ -1,4 +1,4 @@
-"""The ledger's invariants, enforced by PostgreSQL itself (SQLite relies on the services).
+"""The ledger's invariants, enforced by PostgreSQL itself.
 
 - postings and transactions are append-only: UPDATE and DELETE are refused by triggers;
 - each transaction's postings sum to zero per asset, checked at commit by a DEFERRABLE
@@ -67,10 +67,9 @@ DROP FUNCTION ledger_refuse_change();
 
 def _run(sql: str):
     def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            # Straight to the cursor, without parameters: the SQL contains % format strings.
-            with schema_editor.connection.cursor() as cursor:
-                cursor.execute(sql)
+        # Straight to the cursor, without parameters: the SQL contains % format strings.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(sql)
 
     return run
 

@@ -131,9 +131,8 @@ CREATE CONSTRAINT TRIGGER ledger_posting_balanced
 
 def _run(sql: str):
     def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            with schema_editor.connection.cursor() as cursor:
-                cursor.execute(sql)
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(sql)
 
     return run
 

@@ -121,8 +121,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            self.stderr.write("warning: not PostgreSQL; figures are not comparable")
         if options["part"] == "runner":
             self.bench_runner(options)
         else:
