@@ -328,6 +328,29 @@ CELERY_BEAT_SCHEDULE["delivery-endpoint-probe"] = {
     "options": {"expires": DELIVERY_PROBE_INTERVAL_SECONDS},
 }
 
+# --- Delivery: escrow -----------------------------------------------------------------------
+# Providers are paid out of escrow for delivered tokens in batches, this often.
+DELIVERY_ESCROW_RELEASE_SECONDS = env.float("DELIVERY_ESCROW_RELEASE_SECONDS", default=60.0)
+# An open reservation older than this was left by a dead gateway process: the reaper releases
+# it (nothing charged). Longer than the longest request the gateway lets run.
+DELIVERY_RESERVATION_TIMEOUT_SECONDS = env.float(
+    "DELIVERY_RESERVATION_TIMEOUT_SECONDS", default=900.0
+)
+CELERY_BEAT_SCHEDULE["delivery-escrow-release"] = {
+    "task": "exchange.delivery.escrow.tasks.escrow_release_task",
+    "schedule": DELIVERY_ESCROW_RELEASE_SECONDS,
+    "options": {"expires": DELIVERY_ESCROW_RELEASE_SECONDS},
+}
+# Take-or-pay: lots past their expiry retire their unconsumed tokens, the provider is paid.
+CELERY_BEAT_SCHEDULE["delivery-lots-expiry"] = {
+    "task": "exchange.delivery.escrow.tasks.lots_expire_task",
+    "schedule": 60.0,
+}
+CELERY_BEAT_SCHEDULE["delivery-reservations-reap"] = {
+    "task": "exchange.delivery.escrow.tasks.reservations_reap_task",
+    "schedule": 60.0,
+}
+
 # --- Web UI: htmx + template partials, CSP with nonces, front-end libraries, demo ------------
 from csp.constants import NONCE  # noqa: E402
 

@@ -56,6 +56,10 @@ class SystemAccount(models.TextChoices):
     FEE_REVENUE = "fee_revenue", "Fee revenue"
     PAYOUTS_IN_FLIGHT = "payouts_in_flight", "Payouts in flight"
     ADJUSTMENTS = "adjustments", "Adjustments"
+    # Buyers' payments for lots, per quote currency, until delivery, expiry or a credit.
+    ESCROW = "escrow", "Escrow"
+    # Tokens consumed through the gateway, per token asset (the sink of delivered tokens).
+    DELIVERED = "delivered", "Delivered tokens"
 
 
 class Account(models.Model):
@@ -125,6 +129,9 @@ class TransactionKind(models.TextChoices):
     CAPACITY_ISSUE = "capacity_issue", "Capacity issued"
     CAPACITY_RETIRE = "capacity_retire", "Capacity retired"
     ADJUSTMENT = "adjustment", "Staff adjustment"
+    DELIVERY = "delivery", "Delivery settled (tokens consumed, SLA credit)"
+    ESCROW_RELEASE = "escrow_release", "Escrow released to the provider"
+    LOT_EXPIRE = "lot_expire", "Unconsumed tokens retired at expiry"
 
 
 class LedgerTransaction(models.Model):

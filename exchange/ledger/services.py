@@ -66,6 +66,10 @@ class SettlementRequest(NamedTuple):
     seller_fee_rate: Decimal
     reference: str
     idempotency_key: str
+    # The part of ``notional`` paid into escrow instead of to the seller (a primary sale in a
+    # deliverable market); the seller fee is charged on the rest only, and on the escrowed part
+    # when it is released (``escrow_release_many``).
+    escrow_notional: int = 0
 
 
 class HoldRequest(NamedTuple):
@@ -266,27 +270,35 @@ def _settlement_entry(request: SettlementRequest) -> tuple[Entry, int, int]:
     quote, token = market.quote_currency, market.symbol
     notional = _positive(request.notional, "notional")
     tokens = _positive(request.tokens, "tokens")
+    escrowed = request.escrow_notional
+    if type(escrowed) is not int or not 0 <= escrowed <= notional:
+        raise ValidationFailed(
+            "escrow_notional must be an integer between 0 and the notional.",
+            details={"escrow_notional": repr(escrowed)},
+        )
+    seller_part = notional - escrowed
     buyer_fee = fee_for(notional=notional, rate=_fee_rate(request.buyer_fee_rate, "buyer_fee_rate"))
     seller_fee = fee_for(
-        notional=notional, rate=_fee_rate(request.seller_fee_rate, "seller_fee_rate")
+        notional=seller_part, rate=_fee_rate(request.seller_fee_rate, "seller_fee_rate")
     )
     buyer, seller = request.buyer.pk, request.seller.pk
-    # Five legs, netted per account (fees are in the same transaction, and in the result):
-    # the buyer's held quote pays notional + buyer fee; the seller gets notional − seller fee
-    # (never negative: ceil(notional × rate) ≤ notional for rate < 10%); fee revenue gets both
-    # fees; the seller's held tokens go to the buyer's available.
+    # Up to six legs, netted per account (fees are in the same transaction, and in the result):
+    # the buyer's held quote pays notional + buyer fee; the seller gets its part − seller fee
+    # (never negative: ceil(part × rate) ≤ part for rate < 10%); escrow gets the escrowed part;
+    # fee revenue gets both fees; the seller's held tokens go to the buyer's available.
     legs = [
         Leg(user_account(buyer, quote), HELD, -(notional + buyer_fee)),
-        Leg(user_account(seller, quote), AVAILABLE, notional - seller_fee),
         Leg(user_account(seller, token), HELD, -tokens),
         Leg(user_account(buyer, token), AVAILABLE, tokens),
     ]
+    if seller_part > seller_fee:  # not a one-unit part whose fee rounds up to all of it
+        legs.append(Leg(user_account(seller, quote), AVAILABLE, seller_part - seller_fee))
+    if escrowed:
+        legs.append(Leg(system_account(SystemAccount.ESCROW, quote), AVAILABLE, escrowed))
     if buyer_fee + seller_fee:
         legs.append(
             Leg(system_account(SystemAccount.FEE_REVENUE, quote), AVAILABLE, buyer_fee + seller_fee)
         )
-    if seller_fee == notional:  # a one-unit notional whose fee rounds up to all of it
-        del legs[1]
     entry = _entry(
         kind=TransactionKind.TRADE,
         reference=request.reference,
@@ -578,3 +590,140 @@ def deposit_reverse(
             legs=legs,
         )
     )
+
+
+# --- delivery: escrow, reservations, expiry (for exchange.delivery.escrow) --------------------
+class EscrowRelease(NamedTuple):
+    """One payment out of escrow to a provider (``escrow_release_many``)."""
+
+    provider: Any
+    currency: str
+    gross: int  # leaves escrow
+    fee: int  # of which the exchange's seller fee
+    reference: str
+    idempotency_key: str
+
+
+def escrow_release_many(*, releases: list[EscrowRelease]) -> list[int]:
+    """Pay providers out of escrow: escrow → provider's available (gross − fee) and fee revenue
+    (fee). One transaction per release; all or nothing. Returns the transaction ids.
+
+    Must run inside the caller's transaction (the lots that say what is owed are locked and
+    updated in it).
+    """
+    entries = []
+    for release in releases:
+        currency = _currency(release.currency)
+        gross = _positive(release.gross, "gross")
+        fee = release.fee
+        if type(fee) is not int or not 0 <= fee <= gross:
+            raise ValidationFailed("fee must be between 0 and gross.", details={"fee": repr(fee)})
+        legs = [Leg(system_account(SystemAccount.ESCROW, currency), AVAILABLE, -gross)]
+        if gross > fee:
+            legs.append(Leg(user_account(release.provider.pk, currency), AVAILABLE, gross - fee))
+        if fee:
+            legs.append(Leg(system_account(SystemAccount.FEE_REVENUE, currency), AVAILABLE, fee))
+        entries.append(
+            _entry(
+                kind=TransactionKind.ESCROW_RELEASE,
+                reference=release.reference,
+                idempotency_key=release.idempotency_key,
+                legs=legs,
+            )
+        )
+    return journal_post_ids(entries) if entries else []
+
+
+def delivery_hold(
+    *, user: Any, tokens: dict[str, int], reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """A gateway reservation: the user's available tokens of each asset → held, in ONE
+    transaction (a request draws on two markets). Raises ``InsufficientFunds`` with nothing
+    written if any asset is short."""
+    legs = [
+        leg
+        for asset, amount in sorted(tokens.items())
+        if amount
+        for leg in _move(user.pk, _asset(asset), AVAILABLE, HELD, _positive(amount, "tokens"))
+    ]
+    return _one(
+        _entry(kind=TransactionKind.HOLD, reference=reference, idempotency_key=idempotency_key,
+               legs=legs)
+    )  # fmt: skip
+
+
+class DeliveredTokens(NamedTuple):
+    """A settled reservation's tokens of one asset: ``held`` leave the hold, ``used`` of them
+    are consumed (→ DELIVERED), the rest go back to available."""
+
+    asset: str
+    held: int
+    used: int
+
+
+def delivery_settle(
+    *,
+    user: Any,
+    tokens: list[DeliveredTokens],
+    currency: str,
+    credit: int,
+    reference: str,
+    idempotency_key: str,
+) -> LedgerTransaction:
+    """Settle a gateway reservation in ONE transaction: the used tokens leave the user's hold
+    for the DELIVERED account, the unused ones return to available, and an SLA ``credit``
+    (quote units, may be 0) goes from escrow to the user's available."""
+    legs: list[Leg] = []
+    for asset, held, used in tokens:
+        _asset(asset)
+        if type(used) is not int or type(held) is not int or not 0 <= used <= held:
+            raise ValidationFailed("used tokens must be between 0 and the held tokens.")
+        if held == 0:
+            continue
+        legs.append(Leg(user_account(user.pk, asset), HELD, -held))
+        if used:
+            legs.append(Leg(system_account(SystemAccount.DELIVERED, asset), AVAILABLE, used))
+        if held > used:
+            legs.append(Leg(user_account(user.pk, asset), AVAILABLE, held - used))
+    if credit:
+        legs += _between(
+            (system_account(SystemAccount.ESCROW, _currency(currency)), AVAILABLE),
+            (user_account(user.pk, currency), AVAILABLE),
+            _positive(credit, "credit"),
+        )
+    return _one(
+        _entry(kind=TransactionKind.DELIVERY, reference=reference,
+               idempotency_key=idempotency_key, legs=legs)
+    )  # fmt: skip
+
+
+def delivery_release(
+    *, user: Any, tokens: dict[str, int], reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """A reservation given back whole (a failed attempt costs nothing): held → available."""
+    legs = [
+        leg
+        for asset, amount in sorted(tokens.items())
+        if amount
+        for leg in _move(user.pk, _asset(asset), HELD, AVAILABLE, _positive(amount, "tokens"))
+    ]
+    return _one(
+        _entry(kind=TransactionKind.RELEASE, reference=reference,
+               idempotency_key=idempotency_key, legs=legs)
+    )  # fmt: skip
+
+
+def lot_expire_retire(
+    *, user: Any, market: Market, tokens: int, reference: str, idempotency_key: str
+) -> LedgerTransaction:
+    """Unconsumed tokens of an expired lot leave the holder's available (→ capacity issuance:
+    the capacity they stood for is gone); their escrow goes to the provider (take-or-pay)."""
+    legs = _between(
+        (user_account(user.pk, market.symbol), AVAILABLE),
+        (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
+        _positive(tokens, "tokens"),
+    )
+    return _one(
+        _entry(kind=TransactionKind.LOT_EXPIRE, reference=reference,
+               idempotency_key=idempotency_key, legs=legs)
+    )  # fmt: skip

@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.db import array_param, server_bound_cursor, unique_row
+from exchange.delivery.escrow.lots import SaleInput, trade_lots_plan, trade_lots_write
 from exchange.engine import Book
 from exchange.ledger import services as ledger
 from exchange.marketdata.book_feed import book_snapshot_build, book_update_build
@@ -441,12 +442,38 @@ class MarketRunner:
         market = self.market
         trades = effects.trades
         touched = effects.touched
+        # Delivery: the part of each trade the seller covers with lots it holds is a resale
+        # (paid to the seller, the lots move); the rest is paid into escrow. One query locks
+        # the sellers' open lots (before any balance row: the global lock order).
+        lot_plan = trade_lots_plan(
+            market_id=market.id,
+            sales=[
+                SaleInput(
+                    t.buyer_id,
+                    t.seller_id,
+                    t.maker_id if t.taker_side == "buy" else t.taker_id,
+                    t.price_ticks,
+                    request.tokens,
+                    t.notional,
+                    request.seller_fee_rate,
+                )
+                for t, request in zip(trades, effects.settlements, strict=True)
+            ],
+            now=now,
+        )
+        effects.settlements = [
+            request._replace(escrow_notional=escrowed) if escrowed else request
+            for request, escrowed in zip(effects.settlements, lot_plan.escrow, strict=True)
+        ]
         # Fees are deterministic (ceil(notional × rate), the ledger's own fee_for), so the
         # leftover holds are known before posting: settlements and releases go to the ledger in
-        # one call, which locks every balance row once, in the global order.
+        # one call, which locks every balance row once, in the global order. The seller fee of
+        # an escrowed part is charged when escrow is released.
         for trade, request in zip(trades, effects.settlements, strict=True):
             buyer_fee = ledger.fee_for(notional=trade.notional, rate=request.buyer_fee_rate)
-            seller_fee = ledger.fee_for(notional=trade.notional, rate=request.seller_fee_rate)
+            seller_fee = ledger.fee_for(
+                notional=trade.notional - request.escrow_notional, rate=request.seller_fee_rate
+            )
             effects.fees.append((buyer_fee, seller_fee))
             if trade.taker_side == "buy":
                 buy, sell = touched[trade.taker_id], touched[trade.maker_id]
@@ -497,6 +524,9 @@ class MarketRunner:
                     for t, (buyer_fee, seller_fee) in zip(trades, effects.fees, strict=True)
                 ],
             )  # fmt: skip
+            trade_lots_write(
+                plan=lot_plan, market_id=market.id, trade_ids=effects.trade_ids, now=now
+            )
             effects.candles = candles_apply(
                 market_id=market.id,
                 moment=int(now.timestamp()),

@@ -1,0 +1,623 @@
+"""Escrow services: gateway reservations on lots, escrow release, take-or-pay expiry.
+
+Every value movement goes through ``exchange.ledger.services``; the lots' counters move in the
+same transaction as their ledger transaction, so the escrow account always equals the lots'
+outstanding escrow (``ledger_audit`` checks it).
+
+Lock order (the project's): the runner's market row → lots by id → reservation rows → ledger
+balances (user accounts by id, then system accounts). Every service here locks lots with ONE
+``SELECT … ORDER BY id FOR UPDATE`` before it touches the ledger, and does no I/O inside.
+
+Exactly once: a reservation is keyed by the gateway's generation id (unique); settling or
+releasing locks its row and acts only on an ``open`` one, so a settle, a release and the reaper
+racing on one reservation leave exactly one outcome. Ledger transactions carry ids of our own
+rows as idempotency keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from exchange.delivery.escrow.lots import escrow_slice
+from exchange.delivery.escrow.models import Lot, Reservation, ReservationPart, ReservationStatus
+from exchange.delivery.escrow.selectors import ModelPair
+from exchange.errors import Conflict, ExchangeError, InsufficientFunds, NotFound, ValidationFailed
+from exchange.ledger import selectors as ledger_selectors
+from exchange.ledger import services as ledger
+from exchange.markets.models import Market
+from exchange.runner.sql import rows_update
+
+logger = logging.getLogger(__name__)
+
+_LOT_COUNTERS = (
+    "reserved_tokens",
+    "delivered_tokens",
+    "credited_tokens",
+    "unconsumed_tokens",
+    "moved_tokens",
+    "earned_units",
+    "released_units",
+    "fee_units",
+    "credited_units",
+    "moved_units",
+)
+
+
+class InsufficientAllocation(ExchangeError):
+    """The buyer holds too few tokens (from that provider) for the request's worst case."""
+
+    code = "insufficient_allocation"
+    http_status = 402
+
+
+class ReservationClosed(Conflict):
+    code = "reservation_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHolding:
+    provider_id: int
+    input_tokens: int  # available (unreserved, unexpired) input tokens from this provider
+    output_tokens: int
+    earliest_expiry: datetime
+    input_price: Decimal | None  # quote currency per MTok, weighted by the available tokens
+    output_price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    reservation_id: int
+    input_tokens: int  # drawn (used, clipped to the reservation)
+    output_tokens: int
+    clipped_input_tokens: int  # reported usage beyond the reservation: not charged
+    clipped_output_tokens: int
+    input_cost_units: int  # quote ledger units drawn from the lots (escrow)
+    output_cost_units: int
+    credit_units: int  # of which back to the buyer (SLA miss)
+    currency: str
+    sla_missed: bool
+    lot_ids: tuple[int, ...]
+
+
+# --- reads the gateway needs --------------------------------------------------------------------
+def _weighted_price(market: Market, pairs: list[tuple[int, int]]) -> Decimal | None:
+    tokens = sum(count for _, count in pairs)
+    if not tokens:
+        return None
+    ticks = Decimal(sum(price * count for price, count in pairs)) / tokens
+    return (ticks * market.tick_size).quantize(market.tick_size, rounding=ROUND_FLOOR)
+
+
+def holdings_get(*, user: Any, pair: ModelPair) -> list[ProviderHolding]:
+    """Per provider: the user's available tokens of the pair's input and output markets (from
+    unexpired lots, less what running requests reserved, capped by the ledger's available
+    balance), the earliest expiry, and the weighted price per MTok of each; earliest expiry
+    first. Providers with nothing available in either market are left out."""
+    now = timezone.now()
+    lots = Lot.objects.filter(
+        holder=user,
+        market__in=[pair.input_market, pair.output_market],
+        closed_at__isnull=True,
+        expires_at__gt=now,
+    ).values_list(
+        "provider_id",
+        "market_id",
+        "price_ticks",
+        "expires_at",
+        F("bought_tokens")
+        - F("delivered_tokens")
+        - F("credited_tokens")
+        - F("unconsumed_tokens")
+        - F("moved_tokens")
+        - F("reserved_tokens"),
+    )
+    caps = {
+        market.id: ledger_selectors.balance_get(user=user, asset=market.symbol).available
+        for market in pair.markets
+    }
+    found: dict[int, dict[str, Any]] = {}
+    for provider_id, market_id, price, expires_at, free in lots:
+        if free <= 0:
+            continue
+        entry = found.setdefault(
+            provider_id,
+            {"expiry": expires_at, pair.input_market.id: [], pair.output_market.id: []},
+        )
+        entry["expiry"] = min(entry["expiry"], expires_at)
+        entry[market_id].append((price, free))
+    result = []
+    for provider_id, entry in found.items():
+        inputs, outputs = entry[pair.input_market.id], entry[pair.output_market.id]
+        result.append(
+            ProviderHolding(
+                provider_id=provider_id,
+                input_tokens=min(sum(c for _, c in inputs), caps[pair.input_market.id]),
+                output_tokens=min(sum(c for _, c in outputs), caps[pair.output_market.id]),
+                earliest_expiry=entry["expiry"],
+                input_price=_weighted_price(pair.input_market, inputs),
+                output_price=_weighted_price(pair.output_market, outputs),
+            )
+        )
+    return sorted(result, key=lambda holding: (holding.earliest_expiry, holding.provider_id))
+
+
+def cost_estimate_units(*, market: Market, price_ticks: int, tokens: int) -> int:
+    """What ``tokens`` at ``price_ticks`` cost in quote ledger units (floor), for display."""
+    return price_ticks * market.units_per_tick_lot * tokens // market.tokens_per_lot
+
+
+# --- reservations -------------------------------------------------------------------------------
+def _lots_lock(ids: list[int] | None = None, **filters: Any) -> list[Lot]:
+    """Lock lots by id (the global order) and return them, earliest expiry first."""
+    query = Lot.objects.filter(id__in=ids) if ids is not None else Lot.objects.filter(**filters)
+    locked = list(query.select_for_update().order_by("id"))
+    return sorted(locked, key=lambda lot: (lot.expires_at, lot.id))
+
+
+def _lots_save(lots: list[Lot], now: datetime) -> None:
+    """Write the counters of ``lots`` (locked by the caller) in one statement; close the ones
+    whose every token and unit has left."""
+    for lot in lots:
+        if (
+            lot.closed_at is None
+            and lot.remaining_tokens == 0
+            and lot.reserved_tokens == 0
+            and lot.earned_units == lot.released_units
+        ):
+            lot.closed_at = now
+    rows_update(
+        Lot,
+        [*((name, "bigint") for name in _LOT_COUNTERS), ("closed_at", "timestamptz")],
+        [(lot.id, *(getattr(lot, name) for name in _LOT_COUNTERS), lot.closed_at) for lot in lots],
+    )
+
+
+def _insufficient(
+    needed: tuple[int, int], held: tuple[int, int], pair: ModelPair
+) -> InsufficientAllocation:
+    return InsufficientAllocation(
+        f"Not enough allocation for {pair.model_id}: needs {needed[0]} input and {needed[1]} "
+        f"output tokens, holds {held[0]} and {held[1]} (from this provider).",
+        details={
+            "model": pair.model_id,
+            "needed": {"input_tokens": needed[0], "output_tokens": needed[1]},
+            "held": {"input_tokens": held[0], "output_tokens": held[1]},
+        },
+    )
+
+
+def _count(value: Any, name: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ValidationFailed(f"{name} must be a non-negative integer.", details={name: value})
+    return value
+
+
+def reservation_open(
+    *,
+    user: Any,
+    pair: ModelPair,
+    provider_id: int,
+    input_tokens: int,
+    output_tokens: int,
+    key: str,
+) -> Reservation:
+    """Hold the request's worst case: ``input_tokens`` of the pair's input market and
+    ``output_tokens`` of its output market, from ``provider_id``'s unexpired lots (earliest
+    expiry first), in the ledger (available → held) and on the lots (reserved), in ONE short
+    transaction. Idempotent by ``key``: the same key returns the first reservation.
+
+    Raises ``InsufficientAllocation`` (needed / held, for that provider) with nothing changed.
+    Concurrent reservations can never exceed what is held: the lots are locked, and the
+    ledger's and the lots' CHECK constraints stop an overdraft in any case.
+    """
+    needed = (_count(input_tokens, "input_tokens"), _count(output_tokens, "output_tokens"))
+    if not any(needed):
+        raise ValidationFailed("A reservation needs some tokens.")
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise ValidationFailed("key must be a non-empty string of at most 200 characters.")
+    existing = Reservation.objects.filter(key=key).first()
+    if existing is not None:
+        if existing.user_id != user.pk:
+            raise Conflict("That key belongs to another reservation.", details={"key": key})
+        return existing
+    now = timezone.now()
+    markets = (pair.input_market, pair.output_market)
+    try:
+        with transaction.atomic(durable=True):
+            lots = _lots_lock(
+                holder=user,
+                provider_id=provider_id,
+                market__in=markets,
+                closed_at__isnull=True,
+                expires_at__gt=now,
+            )
+            parts: list[tuple[Lot, int]] = []
+            held = []
+            for market, need in zip(markets, needed, strict=True):
+                mine = [lot for lot in lots if lot.market_id == market.id]
+                held.append(sum(max(lot.free_tokens, 0) for lot in mine))
+                for lot in mine:
+                    if need == 0:
+                        break
+                    take = min(max(lot.free_tokens, 0), need)
+                    if take:
+                        parts.append((lot, take))
+                        lot.reserved_tokens += take
+                        need -= take
+            if held[0] < needed[0] or held[1] < needed[1]:
+                raise _insufficient(needed, (held[0], held[1]), pair)
+            reservation = Reservation.objects.create(
+                user=user,
+                provider_id=provider_id,
+                input_market=pair.input_market,
+                output_market=pair.output_market,
+                key=key,
+                input_tokens=needed[0],
+                output_tokens=needed[1],
+                created_at=now,
+            )
+            ReservationPart.objects.bulk_create(
+                [ReservationPart(reservation=reservation, lot=lot, tokens=n) for lot, n in parts]
+            )
+            _lots_save([lot for lot, _ in parts], now)
+            try:
+                ledger.delivery_hold(
+                    user=user,
+                    tokens={m.symbol: n for m, n in zip(markets, needed, strict=True)},
+                    reference=f"reservation:{reservation.id}",
+                    idempotency_key=f"reservation:{reservation.id}:hold",
+                )
+            except InsufficientFunds as error:
+                # the lots cover it but the ledger does not: sell orders hold the tokens
+                balances = [
+                    ledger_selectors.balance_get(user=user, asset=m.symbol).available
+                    for m in markets
+                ]
+                raise _insufficient(
+                    needed, (min(held[0], balances[0]), min(held[1], balances[1])), pair
+                ) from error
+    except IntegrityError:
+        # a concurrent open with the same key won the unique constraint: return its row
+        existing = Reservation.objects.filter(key=key, user=user).first()
+        if existing is None:
+            raise
+        return existing
+    return reservation
+
+
+def _reservation_lock(reservation_id: int) -> Reservation:
+    reservation = (
+        Reservation.objects.select_for_update()
+        .select_related("input_market", "output_market")
+        .filter(id=reservation_id)
+        .first()
+    )
+    if reservation is None:
+        raise NotFound(f"Unknown reservation {reservation_id}.")
+    return reservation
+
+
+def _settlement_of(reservation: Reservation, clipped: tuple[int, int] = (0, 0)) -> Settlement:
+    return Settlement(
+        reservation_id=reservation.id,
+        input_tokens=reservation.used_input_tokens,
+        output_tokens=reservation.used_output_tokens,
+        clipped_input_tokens=clipped[0],
+        clipped_output_tokens=clipped[1],
+        input_cost_units=reservation.input_cost_units,
+        output_cost_units=reservation.output_cost_units,
+        credit_units=reservation.credit_units,
+        currency=reservation.output_market.quote_currency,
+        sla_missed=reservation.sla_missed,
+        lot_ids=tuple(
+            ReservationPart.objects.filter(reservation=reservation, used_tokens__gt=0)
+            .order_by("id")
+            .values_list("lot_id", flat=True)
+        ),
+    )
+
+
+def _credit_for(value: int, rate: Decimal) -> int:
+    """The buyer's credit out of ``value`` units: floor(value × rate), exact."""
+    numerator, denominator = rate.as_integer_ratio()
+    return value * numerator // denominator
+
+
+def reservation_settle(
+    *, reservation_id: int, input_tokens: int, output_tokens: int, sla_missed: bool
+) -> Settlement:
+    """Draw the used tokens from the reservation's lots (earliest expiry first) as delivered,
+    or as credited if ``sla_missed`` (then ``sla_credit_rate`` of their cost goes from escrow
+    back to the buyer, in this same transaction); retire them from the ledger hold, give the
+    rest back. Usage beyond the reservation is clipped to it and reported. Settling twice
+    returns the first settlement; settling a released reservation raises
+    ``ReservationClosed``."""
+    used_wanted = (_count(input_tokens, "input_tokens"), _count(output_tokens, "output_tokens"))
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        reservation = _reservation_lock(reservation_id)
+        if reservation.status == ReservationStatus.SETTLED:
+            return _settlement_of(reservation)
+        if reservation.status != ReservationStatus.OPEN:
+            raise ReservationClosed(f"Reservation {reservation_id} was released.")
+        parts = list(ReservationPart.objects.filter(reservation=reservation))
+        lots = {lot.id: lot for lot in _lots_lock([part.lot_id for part in parts])}
+        markets = (reservation.input_market, reservation.output_market)
+        reserved = (reservation.input_tokens, reservation.output_tokens)
+        used = (min(used_wanted[0], reserved[0]), min(used_wanted[1], reserved[1]))
+        costs = [0, 0]
+        credit = 0
+        for side, market in enumerate(markets):
+            need = used[side]
+            rate = market.sla_credit_rate
+            mine = sorted(
+                (part for part in parts if lots[part.lot_id].market_id == market.id),
+                key=lambda part: (lots[part.lot_id].expires_at, part.lot_id),
+            )
+            for part in mine:
+                lot = lots[part.lot_id]
+                lot.reserved_tokens -= part.tokens
+                take = min(part.tokens, need)
+                need -= take
+                if not take:
+                    continue
+                drawn = lot.bought_tokens - lot.remaining_tokens
+                value = escrow_slice(lot.escrow_units, drawn + take, lot.bought_tokens)
+                value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
+                part_credit = _credit_for(value, rate) if sla_missed else 0
+                if sla_missed:
+                    lot.credited_tokens += take
+                else:
+                    lot.delivered_tokens += take
+                lot.credited_units += part_credit
+                lot.earned_units += value - part_credit
+                part.used_tokens, part.cost_units, part.credit_units = take, value, part_credit
+                costs[side] += value
+                credit += part_credit
+        _lots_save(list(lots.values()), now)
+        if parts:
+            rows_update(
+                ReservationPart,
+                [("used_tokens", "bigint"), ("cost_units", "bigint"), ("credit_units", "bigint")],
+                [(p.id, p.used_tokens, p.cost_units, p.credit_units) for p in parts],
+            )
+        ledger.delivery_settle(
+            user=reservation.user,
+            tokens=[
+                ledger.DeliveredTokens(market.symbol, reserved[side], used[side])
+                for side, market in enumerate(markets)
+            ],
+            currency=markets[1].quote_currency,
+            credit=credit,
+            reference=f"reservation:{reservation.id}",
+            idempotency_key=f"reservation:{reservation.id}:settle",
+        )
+        reservation.used_input_tokens, reservation.used_output_tokens = used
+        reservation.input_cost_units, reservation.output_cost_units = costs
+        reservation.credit_units = credit
+        reservation.sla_missed = sla_missed
+        reservation.status = ReservationStatus.SETTLED
+        reservation.settled_at = now
+        reservation.save(
+            update_fields=[
+                "used_input_tokens",
+                "used_output_tokens",
+                "input_cost_units",
+                "output_cost_units",
+                "credit_units",
+                "sla_missed",
+                "status",
+                "settled_at",
+            ]
+        )
+        return _settlement_of(reservation, (used_wanted[0] - used[0], used_wanted[1] - used[1]))
+
+
+def reservation_release(*, reservation_id: int) -> None:
+    """Give a reservation back whole (a failed attempt costs nothing). A no-op on a reservation
+    that is no longer open (already released, or settled: a settlement is never undone)."""
+    _reservation_release(reservation_id)
+
+
+def _reservation_release(reservation_id: int) -> bool:
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        reservation = _reservation_lock(reservation_id)
+        if reservation.status != ReservationStatus.OPEN:
+            return False
+        parts = list(ReservationPart.objects.filter(reservation=reservation))
+        lots = {lot.id: lot for lot in _lots_lock([part.lot_id for part in parts])}
+        for part in parts:
+            lots[part.lot_id].reserved_tokens -= part.tokens
+        _lots_save(list(lots.values()), now)
+        ledger.delivery_release(
+            user=reservation.user,
+            tokens={
+                reservation.input_market.symbol: reservation.input_tokens,
+                reservation.output_market.symbol: reservation.output_tokens,
+            },
+            reference=f"reservation:{reservation.id}",
+            idempotency_key=f"reservation:{reservation.id}:release",
+        )
+        reservation.status = ReservationStatus.RELEASED
+        reservation.settled_at = now
+        reservation.save(update_fields=["status", "settled_at"])
+        return True
+
+
+def reservations_reap(*, older_than: timedelta) -> int:
+    """Release the open reservations created more than ``older_than`` ago (left by a gateway
+    process that died): nothing is charged. Idempotent; a reservation the gateway settles
+    meanwhile stays settled. Returns how many this call released."""
+    cutoff = timezone.now() - older_than
+    ids = list(
+        Reservation.objects.filter(status=ReservationStatus.OPEN, created_at__lt=cutoff)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    return sum(1 for reservation_id in ids if _reservation_release(reservation_id))
+
+
+# --- escrow release (providers paid for delivered and expired tokens) ------------------------
+def _release_key(market_id: int, provider_id: int, lots: list[Lot]) -> str:
+    # the lots' released totals only grow, so the set (lot, released after) names one payment
+    digest = hashlib.sha256(
+        ",".join(f"{lot.id}:{lot.released_units}" for lot in lots).encode()
+    ).hexdigest()[:32]
+    return f"escrow:release:{market_id}:{provider_id}:{digest}"
+
+
+def escrow_release_due(*, provider_id: int | None = None, market_id: int | None = None) -> int:
+    """Pay providers what their lots earned (delivered, credited at less than 100%, expired
+    unconsumed), less the seller fee pro rata: ONE ledger transaction per provider and market.
+    Cumulative and exact: each lot pays ``earned − released`` and its fee is
+    ``ceil(released × rate) − fee already taken``, so rounding never drifts. Returns how many
+    payments were made."""
+    due = Lot.objects.filter(earned_units__gt=F("released_units"))
+    if provider_id is not None:
+        due = due.filter(provider_id=provider_id)
+    if market_id is not None:
+        due = due.filter(market_id=market_id)
+    groups = sorted(set(due.values_list("provider_id", "market_id")))
+    paid = 0
+    for provider, market in groups:
+        if _escrow_release_one(provider, market):
+            paid += 1
+    return paid
+
+
+def _escrow_release_one(provider_id: int, market_id: int) -> bool:
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        lots = _lots_lock(
+            provider_id=provider_id, market_id=market_id, earned_units__gt=F("released_units")
+        )
+        if not lots:
+            return False
+        gross = fee = 0
+        for lot in lots:
+            gross += lot.earned_units - lot.released_units
+            lot.released_units = lot.earned_units
+            target = min(
+                ledger.fee_for(notional=lot.released_units, rate=lot.seller_fee_rate),
+                lot.released_units,
+            )
+            fee += target - lot.fee_units
+            lot.fee_units = target
+        market = Market.objects.get(id=market_id)
+        ledger.escrow_release_many(
+            releases=[
+                ledger.EscrowRelease(
+                    provider=lots[0].provider,
+                    currency=market.quote_currency,
+                    gross=gross,
+                    fee=fee,
+                    reference=f"escrow:{market.symbol}:provider:{provider_id}",
+                    idempotency_key=_release_key(market_id, provider_id, lots),
+                )
+            ]
+        )
+        _lots_save(lots, now)
+    return True
+
+
+# --- take-or-pay expiry -------------------------------------------------------------------------
+def lots_expire_due(*, now: datetime | None = None) -> int:
+    """Close lots past their expiry: first the holder's open sell orders that hold their
+    tokens are cancelled through the runner (then the next run retires); the unreserved
+    remaining tokens are retired (unconsumed) and their escrow earned by the provider (paid
+    by ``escrow_release_due``, which runs after). Lots still reserved by a running request
+    wait for it. Returns how many lots this call retired or closed."""
+    from orders.models import OPEN_STATUSES, Order
+    from orders.services import order_cancel
+
+    moment = now or timezone.now()
+    groups = sorted(
+        set(
+            Lot.objects.filter(closed_at__isnull=True, expires_at__lte=moment).values_list(
+                "holder_id", "market_id"
+            )
+        )
+    )
+    handled = 0
+    for holder_id, market_id in groups:
+        market = Market.objects.get(id=market_id)
+        outcome = _lots_expire_one(holder_id, market, moment)
+        if outcome is None:
+            # tokens held by sell orders: cancel them (through the runner) and retry next run
+            asks = Order.objects.filter(
+                user_id=holder_id, market=market, side="sell", status__in=OPEN_STATUSES
+            ).select_related("user")
+            for order in asks:
+                try:
+                    order_cancel(user=order.user, order_id=order.id)
+                except ExchangeError:  # it ended meanwhile: nothing to cancel
+                    continue
+            continue
+        handled += outcome
+    escrow_release_due()
+    return handled
+
+
+def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | None:
+    """Retire one holder's expired lots in one market. None: the ledger holds too few
+    available tokens (sell orders hold them)."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        lots = _lots_lock(
+            holder_id=holder_id, market=market, closed_at__isnull=True, expires_at__lte=moment
+        )
+        retire = {lot.id: lot.free_tokens for lot in lots if lot.free_tokens > 0}
+        total = sum(retire.values())
+        if total:
+            holder = lots[0].holder
+            available = ledger_selectors.balance_get(user=holder, asset=market.symbol).available
+            if available < total:
+                return None
+            for lot in lots:
+                tokens = retire.get(lot.id, 0)
+                if not tokens:
+                    continue
+                drawn = lot.bought_tokens - lot.remaining_tokens
+                value = escrow_slice(lot.escrow_units, drawn + tokens, lot.bought_tokens)
+                value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
+                lot.unconsumed_tokens += tokens
+                lot.earned_units += value
+            # unconsumed totals only grow: (lot, unconsumed after) names one retirement
+            digest = hashlib.sha256(
+                ",".join(f"{lot.id}:{lot.unconsumed_tokens}" for lot in lots).encode()
+            ).hexdigest()[:32]
+            ledger.lot_expire_retire(
+                user=holder,
+                market=market,
+                tokens=total,
+                reference=f"lots:{market.symbol}:holder:{holder_id}",
+                idempotency_key=f"lot-expire:{market.id}:{holder_id}:{digest}",
+            )
+        _lots_save(lots, now)
+        return len(lots)
+
+
+__all__ = [
+    "InsufficientAllocation",
+    "ProviderHolding",
+    "ReservationClosed",
+    "Settlement",
+    "cost_estimate_units",
+    "escrow_release_due",
+    "holdings_get",
+    "lots_expire_due",
+    "reservation_open",
+    "reservation_release",
+    "reservation_settle",
+    "reservations_reap",
+]
