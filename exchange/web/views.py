@@ -29,6 +29,7 @@ from exchange.marketdata.selectors import book_public, ticker_get, trades_recent
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get, market_list
 from exchange.web.forms import CapacityForm, OrderForm, StatementForm
+from exchange.web.labels import script_labels
 from orders.api import fill_json, order_json
 from orders.capacity import allocation_list_json, capacity_list, listing_list_json
 from orders.models import OPEN_STATUSES, Order, Trade
@@ -100,6 +101,7 @@ def _trade_context(request: HttpRequest, market: Market) -> dict[str, Any]:
             "quote_decimals": market.quote_decimals,
             "tokens_per_lot": market.tokens_per_lot,
             "logged_in": request.user.is_authenticated,
+            "labels": script_labels(),
             "urls": {
                 "candles": reverse("market-candles", args=[market.symbol]),
                 "book": reverse("market-book", args=[market.symbol]),
@@ -167,8 +169,8 @@ def orders_panel(request: HttpRequest, symbol: str) -> HttpResponse:
     return render(request, "web/trade.html#orders", _orders_context(request, market, tab))
 
 
-def _order_result(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
-    response = render(request, "web/trade.html#order-result", context)
+def _order_result(request: HttpRequest, market: Market, context: dict[str, Any]) -> HttpResponse:
+    response = render(request, "web/trade.html#order-result", {"market": market, **context})
     response["HX-Trigger"] = "orders-changed"
     return response
 
@@ -183,7 +185,7 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
         if not request.htmx:
             messages.error(request, errors)
             return redirect("web:trade", symbol=market.symbol)
-        return _order_result(request, {"error": errors})
+        return _order_result(request, market, {"error": errors})
     values = form.cleaned_data
     try:
         parsed = order_request_parse(
@@ -202,12 +204,12 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
         if not request.htmx:
             messages.error(request, error.message)
             return redirect("web:trade", symbol=market.symbol)
-        return _order_result(request, {"error": error.message})
+        return _order_result(request, market, {"error": error.message})
     result = order_json(order)
     if not request.htmx:
         messages.success(request, _("Order %(id)s placed.") % {"id": order.id})
         return redirect("web:trade", symbol=market.symbol)
-    return _order_result(request, {"order": result})
+    return _order_result(request, market, {"order": result})
 
 
 def _wait_closed(order: Order) -> Order:
@@ -258,12 +260,18 @@ def order_cancel_all_view(request: HttpRequest, symbol: str) -> HttpResponse:
 
 
 # --- provider -----------------------------------------------------------------------------------
+def _with_markets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row (keyed by market symbol) with its market, whose tick and lot format its numbers."""
+    markets = {market.symbol: market for market in market_list()}
+    return [{**row, "unit": markets[row["market"]]} for row in rows]
+
+
 def _provider_context(request: HttpRequest, form: CapacityForm | None = None) -> dict[str, Any]:
     sales = Trade.objects.filter(seller=request.user).select_related("market").order_by("-id")[:50]
     return {
         "form": form or CapacityForm(),
-        "listings": listing_list_json(user=request.user),
-        "sales": [fill_json(trade, request.user.id) for trade in sales],
+        "listings": _with_markets(listing_list_json(user=request.user)),
+        "sales": _with_markets([fill_json(trade, request.user.id) for trade in sales]),
     }
 
 
@@ -303,6 +311,7 @@ def portfolio(request: HttpRequest) -> HttpResponse:
     from accounts.funding.selectors import deposit_list
 
     today = timezone.now().date()
+    markets = {market.symbol: market for market in market_list()}
     statement = StatementForm(
         request.GET or None, initial={"start": today - timedelta(days=30), "end": today}
     )
@@ -310,6 +319,7 @@ def portfolio(request: HttpRequest) -> HttpResponse:
         {
             "asset": b.asset,
             "kind": b.kind,
+            "unit": markets.get(b.asset, b.asset),
             "available": amount_display(b.asset, b.available),
             "held": amount_display(b.asset, b.held),
             "total": amount_display(b.asset, b.total),
@@ -319,12 +329,13 @@ def portfolio(request: HttpRequest) -> HttpResponse:
     postings = list(posting_list(user=request.user)[:30])
     for posting in postings:
         posting.amount_text = amount_display(posting.asset_id, posting.amount)
+        posting.unit = markets.get(posting.asset_id, posting.asset_id)
     deposits = list(deposit_list(user=request.user)[:20])
     for deposit in deposits:
         deposit.amount_text = amount_display(deposit.currency, deposit.amount)
     context = {
         "balances": balances,
-        "allocations": allocation_list_json(user=request.user),
+        "allocations": _with_markets(allocation_list_json(user=request.user)),
         "postings": postings,
         "deposits": deposits,
         "statement": statement,

@@ -93,8 +93,12 @@ def test_provider_lists_capacity_and_sees_it(make_user, market) -> None:
     assert "<html" not in body
     listing = CapacityListing.objects.get(provider=user)
     assert listing.quantity_lots == 50_000
-    assert "9.5" in body
+    # the ask at the tick's decimals, the quantity at the lot's, the date and time apart
+    assert '<td class="num">9.50</td>' in body
+    assert '<td class="num">50.000</td>' in body
     assert "50,000,000" in body
+    assert "<td>2099-01-01 00:00</td>" in body
+    assert "2099-01-0100:00" not in body
     assert Order.objects.get(user=user).side == "sell"
 
 
@@ -104,7 +108,7 @@ def test_portfolio_shows_balances_allocations_and_statement_link(make_user, mark
     page = client.get(reverse("web:portfolio"))
     assert page.status_code == 200
     body = page.content.decode()
-    assert "1000.00" in body
+    assert '<td class="num">1,000.00</td>' in body
     assert reverse("ledger-statement") in body
     assert reverse("funding:deposits") in body
     statement = client.get(
@@ -142,7 +146,10 @@ def test_place_and_cancel_an_order_through_the_htmx_views(make_user, market, fun
     assert response["HX-Trigger"] == "orders-changed"
     order = Order.objects.get(user=user)
     assert (order.price_ticks, order.quantity_lots, order.status) == (810, 2500, "open")
-    assert f"Order #{order.id}: open" in response.content.decode()
+    assert (
+        f'Order #{order.id}: <strong data-field="status">Open</strong>, filled '
+        '<span data-field="filled">0.000</span> of 2.500 MTok.'
+    ) in response.content.decode()
     panel = client.get(
         reverse("web:orders", args=[SYMBOL]), {"tab": "open"}, HTTP_HX_REQUEST="true"
     )
@@ -154,6 +161,7 @@ def test_place_and_cancel_an_order_through_the_htmx_views(make_user, market, fun
     assert "No open orders." in cancelled.content.decode()
     history = client.get(reverse("web:orders", args=[SYMBOL]), {"tab": "history"})
     assert f'data-order-id="{order.id}"' in history.content.decode()
+    assert "Cancelled by you." in history.content.decode()
 
 
 def test_order_errors_are_shown_and_nothing_is_placed(make_user, market) -> None:
@@ -301,3 +309,29 @@ def test_simulate_command_trades_through_the_order_services(market) -> None:
     from exchange.demo.seed import DEMO_DOMAIN
 
     assert not Order.objects.exclude(user__email__endswith=DEMO_DOMAIN).exists()
+
+
+def test_a_self_trade_prevention_cancel_is_explained_in_words(make_user, market, fund) -> None:
+    client, user = logged_in(make_user, "both")
+    fund(user, cny=1000)
+    fund(user, tokens=5_000_000, market=market)
+    order = reverse("web:order_create", args=[SYMBOL])
+    client.post(order, {"side": "sell", "type": "limit", "price": "8.00", "quantity": "1"})
+    client.post(order, {"side": "buy", "type": "limit", "price": "8.00", "quantity": "1"})
+    resting = Order.objects.get(user=user, side="sell")
+    assert (resting.status, resting.cancel_reason) == ("cancelled", "stp")
+    history = client.get(reverse("web:orders", args=[SYMBOL]), {"tab": "history"})
+    body = history.content.decode()
+    assert (
+        "Cancelled by self-trade prevention: it would have traded with another order of yours."
+    ) in body
+    assert "(stp)" not in body
+
+
+def test_signup_puts_the_provider_fields_apart(client: Client) -> None:
+    body = client.get(reverse("accounts:signup")).content.decode()
+    fieldset = body[body.index('<fieldset class="provider-fields"') : body.index("</fieldset>")]
+    assert 'name="display_name"' in fieldset
+    assert 'name="regions"' in fieldset
+    assert body.count('name="display_name"') == 1
+    assert 'name="role"' not in fieldset

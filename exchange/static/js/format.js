@@ -1,24 +1,77 @@
-// Display helpers: locale-aware grouping of exact decimal strings (Intl formats strings exactly).
+// The one formatter per kind of number, locale-aware through Intl (the page's language), the same
+// digits as the server's template filters (exchange/web/templatetags/web.py):
+//   price    — the market's tick decimals                   price("12", 2)        → "12.00"
+//   quantity — the market's lot decimals (MTok)             quantity("13.2", 3)   → "13.200"
+//   money    — the currency's decimals, more only when the exact amount has them (fees are kept
+//              to the ledger unit)                          money("1234.5", "CNY") → "1,234.50"
+//   tokens   — whole tokens                                 tokens("2000000")     → "2,000,000"
+//   percent  — signed, two decimals                         percent("-1.5")       → "-1.50%"
+// Values go in as decimal strings: Intl formats strings exactly, never through a float.
 
 const lang = document.documentElement.lang || "en";
 const cache = new Map();
+// Ledger unit of every quote currency (exchange/markets/currencies.py).
+const LEDGER_DECIMALS = 8;
+export const EMPTY = "—";
 
-export function number(text, minDecimals = 0, maxDecimals = 8) {
-  if (text === null || text === undefined || text === "") return "—";
-  const key = `${minDecimals}:${maxDecimals}`;
-  let formatter = cache.get(key);
-  if (!formatter) {
-    formatter = new Intl.NumberFormat(lang, {
+function formatter(minDecimals, maxDecimals, extra = {}) {
+  const key = `${minDecimals}:${maxDecimals}:${JSON.stringify(extra)}`;
+  let value = cache.get(key);
+  if (!value) {
+    value = new Intl.NumberFormat(lang, {
       minimumFractionDigits: minDecimals,
-      maximumFractionDigits: maxDecimals,
+      maximumFractionDigits: Math.max(minDecimals, maxDecimals),
+      ...extra,
     });
-    cache.set(key, formatter);
+    cache.set(key, value);
   }
-  return formatter.format(String(text));
+  return value;
 }
 
+function blank(text) {
+  return text === null || text === undefined || text === "";
+}
+
+export function number(text, minDecimals = 0, maxDecimals = minDecimals) {
+  if (blank(text)) return EMPTY;
+  return formatter(minDecimals, maxDecimals).format(String(text));
+}
+
+// A value on the tick (or lot) shows exactly its decimals; an average price between ticks, or a
+// token balance finer than a lot, keeps its exact digits instead of being rounded.
+export function price(text, tickDecimals) {
+  return number(text, tickDecimals, 8);
+}
+
+export function quantity(text, lotDecimals) {
+  return number(text, lotDecimals, 6);
+}
+
+export function currencyDecimals(currency) {
+  try {
+    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions()
+      .minimumFractionDigits;
+  } catch {
+    return 2;
+  }
+}
+
+export function money(text, currency) {
+  return number(text, currencyDecimals(currency), LEDGER_DECIMALS);
+}
+
+export function tokens(text) {
+  return number(text, 0, 0);
+}
+
+export function percent(text) {
+  if (blank(text)) return EMPTY;
+  return `${formatter(2, 2, { signDisplay: "exceptZero" }).format(String(text))}%`;
+}
+
+// Every time on the site is UTC (the column heads say so), as the server renders them.
 const timeFormat = new Intl.DateTimeFormat(lang, {
-  hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZone: "UTC",
 });
 
 export function clock(ms) {

@@ -1,11 +1,11 @@
 // The trade page: candles + volume, depth chart, order-book ladder, trade tape, ticker, and the
 // order form's exact preview. All live data comes over the one feed websocket.
 import {
-  CandlestickSeries, HistogramSeries, AreaSeries, LineType, createChart, createOptionsChart,
+  CandlestickSeries, HistogramSeries, AreaSeries, LineType, createChart, createYieldCurveChart,
 } from "lightweight-charts";
 import * as D from "exchange/decimal";
 import { Feed, Book } from "exchange/feed";
-import { clock, cssVar, number } from "exchange/format";
+import { clock, cssVar, money, number, percent, price, quantity, tokens } from "exchange/format";
 
 const config = JSON.parse(document.getElementById("trade-config").textContent);
 const symbol = config.symbol;
@@ -16,6 +16,10 @@ const down = cssVar("--down", "#ef5350");
 const text = cssVar("--muted", "#8a96a3");
 const line = cssVar("--line", "#2a323c");
 const LEVELS = 14;
+const labels = config.labels;
+const formatPrice = (value) => price(value, priceDecimals);
+const formatQuantity = (value) => quantity(value, lotDecimals);
+const formatMoney = (value) => money(value, config.quote);
 
 const statusDot = document.querySelector("[data-testid=feed-status]");
 const feed = new Feed({
@@ -48,25 +52,48 @@ const volume = priceChart.addSeries(HistogramSeries, {
 volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
 candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
 
-const depthChart = createOptionsChart(document.getElementById("depth-chart"), {
+// The depth chart's horizontal axis is price, linear: a yield-curve chart spaces its integer
+// "times" evenly, so each point's time is its price in ticks above the lowest price shown
+// (depthBase), and a gap of ten ticks is ten times as wide as a gap of one. The vertical axis is
+// the cumulative quantity and starts at zero.
+let depthBase = 0n;
+const tickStep = D.parse(config.tick);
+const depthPrice = (offset) => formatPrice(D.toText(D.fromSteps(depthBase + BigInt(offset), tickStep)));
+const depthChart = createYieldCurveChart(document.getElementById("depth-chart"), {
   ...chartOptions,
   handleScroll: false,
   handleScale: false,
-  timeScale: { borderColor: line },
-  localization: { precision: priceDecimals, priceFormatter: (q) => q.toFixed(lotDecimals) },
+  timeScale: { borderColor: line, minBarSpacing: 0.01 },
+  leftPriceScale: { visible: false },
+  rightPriceScale: { visible: true, borderColor: line },
+  yieldCurve: { baseResolution: 1, minimumTimeRange: 1, startTimeRange: 0 },
+  localization: {
+    timeFormatter: depthPrice,
+    priceFormatter: (q) => number(q.toFixed(lotDecimals), 0, lotDecimals),
+  },
 });
+const fromZero = (original) => {
+  const range = original();
+  if (range) range.priceRange.minValue = 0;
+  return range;
+};
 const depthBids = depthChart.addSeries(AreaSeries, {
   lineColor: up, topColor: up + "66", bottomColor: up + "11", lineType: LineType.WithSteps,
-  lineWidth: 2, priceLineVisible: false, lastValueVisible: false,
+  lineWidth: 2, priceLineVisible: false, lastValueVisible: false, autoscaleInfoProvider: fromZero,
+  priceScaleId: "right",
 });
 const depthAsks = depthChart.addSeries(AreaSeries, {
   lineColor: down, topColor: down + "66", bottomColor: down + "11", lineType: LineType.WithSteps,
-  lineWidth: 2, priceLineVisible: false, lastValueVisible: false,
+  lineWidth: 2, priceLineVisible: false, lastValueVisible: false, autoscaleInfoProvider: fromZero,
+  priceScaleId: "right",
 });
+depthChart.priceScale("right").applyOptions({ scaleMargins: { top: 0.1, bottom: 0 } });
 
 let interval = "1m";
 let lastCandleTime = 0;
-const candleCount = document.querySelector("[data-testid=candle-count]");
+// How many candles the chart holds, for tests and diagnostics (not shown: a bare count on the
+// chart meant nothing to a trader).
+const candleCount = document.getElementById("price-chart");
 
 function candlePoint(c) {
   return {
@@ -88,8 +115,7 @@ async function loadCandles() {
   candles.setData(list.map(candlePoint));
   volume.setData(list.map(volumePoint));
   lastCandleTime = list.length ? list[list.length - 1].start : 0;
-  candleCount.textContent = String(list.length);
-  candleCount.dataset.count = String(list.length);
+  candleCount.dataset.candleCount = String(list.length);
 }
 
 feed.on("candles", (message) => {
@@ -97,8 +123,7 @@ feed.on("candles", (message) => {
   const c = message.candle;
   if (c.start < lastCandleTime) return; // an older candle cannot be updated in place
   if (c.start > lastCandleTime) {
-    candleCount.dataset.count = String(Number(candleCount.dataset.count || 0) + 1);
-    candleCount.textContent = candleCount.dataset.count;
+    candleCount.dataset.candleCount = String(Number(candleCount.dataset.candleCount || 0) + 1);
   }
   lastCandleTime = c.start;
   candles.update(candlePoint(c));
@@ -140,30 +165,93 @@ function renderSide(el, levels, reverse) {
     bar.style.width = `${Math.max(1, (Number(D.toText(row.sum)) / max) * 100)}%`;
     const p = document.createElement("span");
     p.className = "p";
-    p.textContent = D.toText(row.price, priceDecimals);
+    p.textContent = formatPrice(row.price);
     const q = document.createElement("span");
     q.className = "q";
-    q.textContent = number(row.quantity, lotDecimals, lotDecimals);
+    q.textContent = formatQuantity(row.quantity);
     const t = document.createElement("span");
     t.className = "t";
-    t.textContent = number(D.toText(row.sum), lotDecimals, lotDecimals);
+    t.textContent = formatQuantity(D.toText(row.sum));
     div.append(bar, p, q, t);
     fragment.append(div);
   }
   el.replaceChildren(fragment);
 }
 
+const DEPTH_LEVELS = 50;
+// Levels further than this from the best price are left out, so that one stray order far away
+// does not squeeze the book into a sliver (and the axis stays a few thousand ticks at most).
+const DEPTH_SPAN = 0.15;
+
 function renderDepth(bids, asks) {
-  const points = (levels) => {
-    let cumulative = D.parse("0");
+  const ticks = (value) => D.stepsIn(value, tickStep);
+  const best = bids.length ? ticks(bids[0].price) : asks.length ? ticks(asks[0].price) : 0n;
+  const span = BigInt(Math.max(20, Math.ceil(Number(best) * DEPTH_SPAN)));
+  const near = (level) => {
+    const distance = ticks(level.price) - best;
+    return (distance < 0n ? -distance : distance) <= span;
+  };
+  const shownBids = bids.slice(0, DEPTH_LEVELS).filter(near);
+  const shownAsks = asks.slice(0, DEPTH_LEVELS).filter(near);
+  if (!shownBids.length && !shownAsks.length) {
+    depthBids.setData([]);
+    depthAsks.setData([]);
+    return;
+  }
+  // Centred on the mid price, wide enough for the furthest level shown, plus a margin: each
+  // side's curve then runs on to the edge of the chart, as a trader expects.
+  const bidTicks = shownBids.map((level) => ticks(level.price));
+  const askTicks = shownAsks.map((level) => ticks(level.price));
+  const low = bidTicks.length ? bidTicks[0] : askTicks[0];
+  const high = askTicks.length ? askTicks[0] : bidTicks[0];
+  const reach = [...bidTicks, ...askTicks].reduce((widest, t) => {
+    const d = 2n * t - (low + high);
+    return (d < 0n ? -d : d) > widest ? (d < 0n ? -d : d) : widest;
+  }, 0n) / 2n;
+  const half = reach + reach / 10n + 2n;
+  const base = (low + high) / 2n - half > 0n ? (low + high) / 2n - half : 0n;
+  if (base !== depthBase) {
+    depthBase = base;
+    // the chart caches the axis labels it formatted: applying the formatter again clears them
+    depthChart.applyOptions({ localization: { timeFormatter: depthPrice } });
+  }
+  const edge = (low + high) / 2n + half;
+  const at = (tick) => Number(tick - depthBase);
+  const cumulative = (levels) => {
+    let sum = D.parse("0");
     return levels.map((level) => {
-      cumulative = D.add(cumulative, level.quantity);
-      return { time: Number(level.price), value: Number(D.toText(cumulative)) };
+      sum = D.add(sum, level.quantity);
+      return Number(D.toText(sum));
     });
   };
-  depthBids.setData(points(bids.slice(0, 50)).reverse());
-  depthAsks.setData(points(asks.slice(0, 50)));
+  // Bids (best first): the amount a seller could sell down to a price is held from that price
+  // up to the next better bid; the worst bid's amount runs to the left edge.
+  const bidSums = cumulative(shownBids);
+  const bidPoints = [];
+  for (let i = shownBids.length - 1; i >= 0; i -= 1) {
+    const from = i === shownBids.length - 1 ? depthBase : bidTicks[i + 1] + 1n;
+    if (from <= bidTicks[i]) bidPoints.push({ time: at(from), value: bidSums[i] });
+  }
+  if (shownBids.length) bidPoints.push({ time: at(bidTicks[0]), value: bidSums[0] });
+  // Asks (best first): the amount a buyer could buy up to a price, on to the right edge.
+  const askSums = cumulative(shownAsks);
+  const askPoints = shownAsks.map((level, i) => ({ time: at(askTicks[i]), value: askSums[i] }));
+  if (shownAsks.length && edge > askTicks[askTicks.length - 1]) {
+    askPoints.push({ time: at(edge), value: askSums[askSums.length - 1] });
+  }
+  depthBids.setData(dedupe(bidPoints));
+  depthAsks.setData(dedupe(askPoints));
   depthChart.timeScale().fitContent();
+}
+
+// Points in strictly increasing time, the later value winning (the chart refuses duplicates).
+function dedupe(points) {
+  const out = [];
+  for (const point of points) {
+    if (out.length && out[out.length - 1].time >= point.time) out[out.length - 1] = point;
+    else out.push(point);
+  }
+  return out;
 }
 
 let bookFrame = 0;
@@ -177,7 +265,7 @@ function renderBook() {
     renderSide(bidsEl, bids, false);
     if (bids.length && asks.length) {
       const spread = D.sub(asks[0].price, bids[0].price);
-      spreadText.textContent = `${document.documentElement.lang.startsWith("zh") ? "价差" : "spread"} ${D.toText(spread, priceDecimals)}`;
+      spreadText.textContent = `${labels.spread} ${formatPrice(D.toText(spread))}`;
     } else {
       spreadText.textContent = "";
     }
@@ -214,8 +302,6 @@ for (const el of [asksEl, bidsEl]) {
 
 // --- trades tape and ticker -----------------------------------------------------------------------
 const tape = document.getElementById("tape");
-for (const cell of tape.querySelectorAll(".time[data-ms]")) cell.textContent = clock(cell.dataset.ms);
-for (const cell of tape.querySelectorAll(".p")) cell.textContent = D.toText(cell.textContent, priceDecimals);
 
 feed.on("trades", (message) => {
   if (message.market !== symbol) return;
@@ -226,10 +312,10 @@ feed.on("trades", (message) => {
     row.dataset.id = trade.id;
     const p = document.createElement("span");
     p.className = "p";
-    p.textContent = D.toText(trade.price, priceDecimals);
+    p.textContent = formatPrice(trade.price);
     const q = document.createElement("span");
     q.className = "q";
-    q.textContent = trade.quantity;
+    q.textContent = formatQuantity(trade.quantity);
     const t = document.createElement("span");
     t.className = "time";
     t.textContent = clock(trade.time);
@@ -248,16 +334,16 @@ feed.on("ticker", (t) => {
   if (t.market !== symbol) return;
   const direction = t.change_24h_percent === null ? "flat" : Number(t.change_24h_percent) > 0 ? "up" : Number(t.change_24h_percent) < 0 ? "down" : "flat";
   if (t.last) {
-    tickerEls.last.textContent = D.toText(t.last, priceDecimals);
-    tickerEls["last-mid"].textContent = D.toText(t.last, priceDecimals);
-    document.title = `${D.toText(t.last, priceDecimals)} · ${symbol}`;
+    tickerEls.last.textContent = formatPrice(t.last);
+    tickerEls["last-mid"].textContent = formatPrice(t.last);
+    document.title = `${formatPrice(t.last)} · ${symbol}`;
   }
   tickerEls.last.className = `num ${direction}`;
   tickerEls.change.className = `num ${direction}`;
-  tickerEls.change.textContent = t.change_24h_percent === null ? "—" : `${t.change_24h_percent}%`;
-  tickerEls.high.textContent = t.high_24h ? D.toText(t.high_24h, priceDecimals) : "—";
-  tickerEls.low.textContent = t.low_24h ? D.toText(t.low_24h, priceDecimals) : "—";
-  tickerEls.volume.textContent = number(t.volume_24h, 0, lotDecimals);
+  tickerEls.change.textContent = percent(t.change_24h_percent);
+  tickerEls.high.textContent = formatPrice(t.high_24h);
+  tickerEls.low.textContent = formatPrice(t.low_24h);
+  tickerEls.volume.textContent = formatQuantity(t.volume_24h || "0");
 });
 
 // --- order form -------------------------------------------------------------------------------------
@@ -292,7 +378,7 @@ function updateForm() {
 
   const q = D.parse(quantity.value);
   // tokens = MTok × 1,000,000, exactly
-  setText("token-count", q && q.n > 0n ? number(D.toText(D.mul(q, "1000000")), 0, 0) : "0");
+  setText("token-count", q && q.n > 0n ? tokens(D.toText(D.mul(q, "1000000"))) : "0");
   const reference = type === "market" ? (side === "buy" ? bestAsk : bestBid) : price.value;
   const p = D.parse(reference);
   if (!q || !p || q.n <= 0n || p.n <= 0n) {
@@ -311,9 +397,9 @@ function updateForm() {
   const fee = D.ceilTo(D.mul(notional, rate), config.quote_decimals);
   const total = side === "buy" ? D.add(notional, fee) : D.sub(notional, fee);
   const prefix = type === "market" ? "≈ " : "";
-  setText("pv-notional", prefix + number(D.toText(notional), 2, config.quote_decimals));
-  setText("pv-fee", prefix + number(D.toText(fee), 2, config.quote_decimals));
-  setText("pv-total", prefix + number(D.toText(total), 2, config.quote_decimals));
+  setText("pv-notional", prefix + formatMoney(D.toText(notional)));
+  setText("pv-fee", prefix + formatMoney(D.toText(fee)));
+  setText("pv-total", prefix + formatMoney(D.toText(total)));
   setText("pv-fee-rate", `${taker ? "taker" : "maker"} ${D.toText(D.mul(rate, "100"))}%`);
 }
 
@@ -355,22 +441,70 @@ if (form) {
   updateForm();
 }
 
-// --- my orders and fills: the user channel refreshes the htmx panels --------------------------------
+// --- my orders and fills: the user channel keeps the order message current, announces each fill
+// and refreshes the htmx panels ----------------------------------------------------------------------
+const STATUS_RANK = { pending: 0, open: 1, partially_filled: 2, filled: 3, cancelled: 3, rejected: 3 };
+// The latest state heard of each order: an update can arrive before the order form's answer is
+// swapped in, and the message must not then show the older state.
+const orderStates = new Map();
+const notices = document.getElementById("fill-notices");
 let refreshTimer = 0;
+
+function newer(state, known) {
+  if (!known) return true;
+  const rank = (s) => STATUS_RANK[s.status] ?? 0;
+  if (rank(state) !== rank(known)) return rank(state) > rank(known);
+  return D.cmp(state.filled_quantity || "0", known.filled_quantity || "0") >= 0;
+}
+
+function showOrderState(message) {
+  const state = orderStates.get(Number(message.dataset.orderId));
+  if (!state) return;
+  if (!newer(state, { status: message.dataset.status, filled_quantity: message.dataset.filled })) return;
+  message.dataset.status = state.status;
+  message.dataset.filled = state.filled_quantity;
+  message.querySelector("[data-field=status]").textContent = labels.status[state.status] || state.status;
+  message.querySelector("[data-field=filled]").textContent = formatQuantity(state.filled_quantity);
+  const reason = state.cancel_reason;
+  message.querySelector("[data-field=reason]").textContent = reason ? labels.reason[reason] || reason : "";
+  message.classList.toggle("success", state.status !== "cancelled" && state.status !== "rejected");
+  message.classList.toggle("warning", state.status === "cancelled" || state.status === "rejected");
+}
+
+function announceFill(fill) {
+  const template = fill.side === "buy" ? labels.fill_buy : labels.fill_sell;
+  const notice = document.createElement("div");
+  notice.className = `flash success fill-notice ${fill.side === "buy" ? "up" : "down"}`;
+  notice.dataset.testid = "fill-notice";
+  notice.textContent = template
+    .replace("{quantity}", formatQuantity(fill.quantity))
+    .replace("{price}", `${formatPrice(fill.price)} ${config.quote}`);
+  notices.append(notice);
+  setTimeout(() => notice.remove(), 8000);
+}
+
 feed.on("user", (message) => {
-  if (!message.updates.some((u) => u.market === symbol)) return;
+  const mine = message.updates.filter((u) => u.market === symbol);
+  if (!mine.length) return;
+  for (const update of mine) {
+    if (update.kind === "order") {
+      const known = orderStates.get(update.id);
+      if (newer(update, known)) orderStates.set(update.id, update);
+      const shown = document.querySelector(`.order-message[data-order-id="${update.id}"]`);
+      if (shown) showOrderState(shown);
+    } else if (update.kind === "fill" && notices) {
+      announceFill(update);
+    }
+  }
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => window.htmx?.trigger(document.body, "orders-changed"), 150);
 });
 
 document.body.addEventListener("htmx:afterSwap", () => {
-  for (const cell of document.querySelectorAll("#orders-panel .time[data-iso]")) {
-    cell.textContent = clock(Date.parse(cell.dataset.iso));
+  for (const message of document.querySelectorAll(".order-message[data-order-id]")) {
+    showOrderState(message);
   }
 });
-for (const cell of document.querySelectorAll("#orders-panel .time[data-iso]")) {
-  cell.textContent = clock(Date.parse(cell.dataset.iso));
-}
 
 // --- start -------------------------------------------------------------------------------------------
 loadCandles().finally(() => {
