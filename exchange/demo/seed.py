@@ -30,13 +30,19 @@ DEMO_LOGIN_EMAIL = f"trader@{DEMO_DOMAIN}"
 DEMO_LOGIN_PASSWORD = "demo-trader-2026"  # noqa: S105 - shown on the home page on purpose
 STAFF_EMAIL = f"demo-staff@{DEMO_DOMAIN}"
 
-# Reference prices per MTok for the demo markets (the simulator drifts around them).
+# Reference prices per MTok for the demo markets: the simulator's price reverts to them, and its
+# bots never trade further from them than the market's price band.
 REFERENCE_PRICES = {
     "QWEN3.6-PLUS-OUT-CNY": Decimal("8.00"),
     "QWEN3.6-PLUS-IN-CNY": Decimal("2.00"),
     "DEEPSEEK-V3.2-OUT-CNY": Decimal("3.00"),
     "KIMI-K2-OUT-CNY": Decimal("16.00"),
     "GLM-4.6-OUT-CNY": Decimal("14.00"),
+    "LLAMA-4-MAVERICK-OUT-USD": Decimal("0.800"),
+    "DEEPSEEK-V3.2-IN-CNY": Decimal("2.00"),
+    "KIMI-K2-IN-CNY": Decimal("4.00"),
+    "GLM-4.6-IN-CNY": Decimal("4.00"),
+    "LLAMA-4-MAVERICK-IN-USD": Decimal("0.200"),
 }
 DEFAULT_PRICE = Decimal("10.00")
 CASH = 2_000_000  # currency units each bot starts with (and is topped up to)
@@ -76,7 +82,8 @@ def _user(spec: DemoUser, password: str | None = None) -> User:
     return user
 
 
-def _staff() -> User:
+def demo_staff_get() -> User:
+    """The staff user the demo's ledger adjustments are posted by (created once)."""
     staff = User.objects.filter(email=STAFF_EMAIL).first()
     if staff is None:
         staff = User.objects.create_user(email=STAFF_EMAIL, password=None, is_staff=True)
@@ -123,7 +130,7 @@ def capacity_top_up(*, user: User, market: Market) -> None:
 def demo_seed() -> dict[str, list[User]]:
     """Create (or top up) the demo accounts. Returns the bot users by role."""
     with transaction.atomic():
-        staff = _staff()
+        staff = demo_staff_get()
         providers = [_user(spec) for spec in PROVIDERS]
         buyers = [_user(spec) for spec in BUYERS]
         trader = _user(
