@@ -229,7 +229,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"CurrencyEnum": "exchange.markets.currencies.CURRENCY_CHOICES"},
+    "ENUM_NAME_OVERRIDES": {
+        "CurrencyEnum": "exchange.markets.currencies.CURRENCY_CHOICES",
+        "EndpointHealthEnum": "exchange.delivery.endpoints.models.HealthStatus",
+    },
 }
 
 # --- Stripe (optional) ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from accounts.models import Profile, User
+from exchange.delivery.endpoints.selectors import ask_check as endpoint_ask_check
 from exchange.errors import ExchangeError, Forbidden, ValidationFailed
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
@@ -59,6 +60,8 @@ def capacity_list(
         ask_request = order_request_parse(
             market=market, side="sell", type="limit", price=ask_price, quantity=quantity
         )
+        # An ask needs a live delivery endpoint in the market (none yet, or down: refused).
+        endpoint_ask_check(user=user, market=market, listing=True)
     ask_hold = order_hold(ask_request) if ask_request is not None else None
     # One transaction: the listing, its tokens and its ask exist together or not at all.
     with transaction.atomic(durable=True):

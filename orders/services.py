@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from exchange.db import unique_row
+from exchange.delivery.endpoints.selectors import ask_check as endpoint_ask_check
 from exchange.errors import (
     DuplicateClientOrderId,
     ExchangeError,
@@ -216,6 +217,13 @@ def _existing_for_client_id(user: User, request: OrderRequest) -> Order | None:
     return existing
 
 
+def ask_check(*, user: User, request: OrderRequest) -> None:
+    """A provider's ask needs a live delivery endpoint in the market (the dead-man switch of
+    ``exchange.delivery.endpoints``; buyers reselling are not concerned). One query, sells only."""
+    if request.side == Side.SELL:
+        endpoint_ask_check(user=user, market=request.market)
+
+
 def order_hold(request: OrderRequest) -> tuple[int | None, str, int]:
     """(market-order protection ticks, hold asset, hold amount) for a new order; refuses a
     market that is not open."""
@@ -298,6 +306,7 @@ def _place_group(
         positions: list[int] = []
         for position, (user, request) in enumerate(items):
             try:
+                ask_check(user=user, request=request)
                 protection, hold_asset, hold_amount = order_hold(request)
             except ExchangeError as error:  # refused before anything is written
                 results[position] = error
@@ -458,6 +467,7 @@ def _order_place_one(
     if existing is not None:
         return existing, False
     market = request.market
+    ask_check(user=user, request=request)
     protection, hold_asset, hold_amount = order_hold(request)
     try:
         with transaction.atomic(durable=True):

@@ -8,6 +8,7 @@ from django.utils import timezone
 from exchange.runner.embedded import inline_process
 from orders.capacity import capacity_expire_due
 from orders.models import CapacityListing
+from tests.delivery.endpoints.helpers import live_endpoint
 from tests.orders.conftest import SYMBOL, balance, place
 
 pytestmark = pytest.mark.django_db
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.django_db
 
 def test_provider_lists_capacity_with_an_ask_and_a_buyer_takes_part(market, trader, fund) -> None:
     provider, buyer = trader(role="provider"), trader(role="buyer")
+    live_endpoint(provider.user, market)  # an ask needs a live delivery endpoint
     fund(buyer.user, cny=100)
     until = timezone.now() + timedelta(hours=1)
     response = provider.post(
@@ -62,6 +64,7 @@ def test_only_providers_list_capacity(market, trader) -> None:
 
 def test_expiry_cancels_asks_then_retires_unsold_tokens(market, trader, fund) -> None:
     provider, buyer = trader(role="provider"), trader(role="buyer")
+    live_endpoint(provider.user, market)  # an ask needs a live delivery endpoint
     fund(buyer.user, cny=100)
     provider.post(
         "/api/v1/capacity",
@@ -88,6 +91,7 @@ def test_expiry_cancels_asks_then_retires_unsold_tokens(market, trader, fund) ->
 
 def test_expiry_keeps_the_asks_of_another_live_listing(market, trader, fund) -> None:
     provider = trader(role="provider")
+    live_endpoint(provider.user, market)  # an ask needs a live delivery endpoint
     soon = (timezone.now() + timedelta(hours=1)).isoformat()
     later = (timezone.now() + timedelta(hours=5)).isoformat()
     for until, price in ((soon, "8.00"), (later, "9.00")):

@@ -75,6 +75,9 @@ def test_buyer_cannot_open_the_provider_dashboard(make_user, market) -> None:
 
 def test_provider_lists_capacity_and_sees_it(make_user, market) -> None:
     client, user = logged_in(make_user, "provider")
+    from tests.delivery.endpoints.helpers import live_endpoint
+
+    live_endpoint(user, market)  # an ask needs a live delivery endpoint
     page = client.get(reverse("web:provider"))
     assert page.status_code == 200
     response = client.post(

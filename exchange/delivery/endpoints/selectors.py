@@ -92,10 +92,16 @@ async def ahealthy_provider_ids(*, markets: list[Market]) -> set[int]:
 
 
 # --- the ask check (called by orders.services and orders.capacity) -------------------------------
-def _is_demo_account(user: User) -> bool:
+def _is_demo_data(user: User) -> bool:
+    """A demo account's orders are demo data: the seeded bots (no password: nobody logs in as
+    them, with or without ``DEMO``, e.g. ``manage.py simulate``), and while ``settings.DEMO``
+    is on, every account of the demo domain (the public demo login too). Anyone can sign up
+    with a demo-domain address, so outside DEMO a password-holding account is not exempt."""
     from exchange.demo.seed import DEMO_DOMAIN
 
-    return user.email.endswith(f"@{DEMO_DOMAIN}")
+    if not user.email.endswith(f"@{DEMO_DOMAIN}"):
+        return False
+    return bool(settings.DEMO) or not user.has_usable_password()
 
 
 # One round trip: the provider's endpoint status in the market, and whether they have live
@@ -116,10 +122,10 @@ def ask_check(*, user: User, market: Market, listing: bool = False) -> None:
     provider selling its capacity), and to every capacity listing with an ask (``listing``):
     those need an endpoint that is not down (a dead-man switch that fired). A failing endpoint
     keeps its asks until the dead-man window has passed. Sellers with neither (buyers reselling
-    what they bought) are not concerned. Demo accounts are exempt while ``settings.DEMO`` is on:
-    the demo's bots quote in every market, including those without a demo upstream.
+    what they bought) are not concerned. Demo data is exempt (``_is_demo_data``): the demo's
+    bots quote in every market, including those without a demo upstream.
     """
-    if settings.DEMO and _is_demo_account(user):
+    if _is_demo_data(user):
         return
     with connection.cursor() as cursor:
         cursor.execute(_ASK_CHECK_SQL, [user.pk, market.pk, user.pk, market.pk])
