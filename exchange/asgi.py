@@ -11,10 +11,9 @@ django_asgi_app = http_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from exchange.demo.simulator import demo_start  # noqa: E402
-from exchange.routing import websocket_urlpatterns  # noqa: E402
+from exchange.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from exchange.runner.embedded import embedded_start  # noqa: E402
 from orders.fastpath import OrderFastPath  # noqa: E402
 
@@ -22,9 +21,8 @@ application = ProtocolTypeRouter(
     {
         # bots' order requests skip Django's request machinery (orders.fastpath)
         "http": OrderFastPath(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # A session needs an allowed Origin; bots without one use API keys (exchange.routing).
+        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

@@ -4,8 +4,11 @@ Protocol (JSON text frames):
 - ``{"op":"subscribe","channels":["ticker","trades","book","candles:1m"],"markets":["SYM"]}``
   → ``{"type":"subscribed",...}`` then, for ``book``, a snapshot; ``unsubscribe`` likewise.
   Unknown channels or markets → ``{"type":"error",...}``; nothing is subscribed.
-- ``{"op":"auth","key":"tx_..."}`` (an API key with ``read``) or a logged-in browser session,
+- ``{"op":"auth","key":"tx_..."}`` or ``Authorization: Bearer tx_...`` on the handshake (an API
+  key with ``read``; a bad header key refuses the handshake), or a logged-in browser session,
   then ``{"op":"subscribe","channels":["user"]}`` for my order updates and fills.
+- Origin: a handshake with an ``Origin`` must come from an allowed host; one without (a bot) is
+  accepted but never uses the session cookie (``exchange.routing.BrowserOriginValidator``).
 - ``{"op":"ping"}`` → ``{"type":"pong"}``; the server sends ``{"type":"heartbeat"}`` every few
   seconds.
 - ``book`` updates carry ``seq`` (+1 per update, no gaps) and ``checksum`` (see
@@ -69,6 +72,16 @@ def _key_user(key: str) -> tuple[Any, str | None]:
     return api_key.user, None
 
 
+def _bearer_key(scope: dict[str, Any]) -> str | None:
+    """The API key of an ``Authorization: Bearer`` handshake header, if any."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and key.strip():
+                return key.strip()
+    return None
+
+
 def _frame_send(send: Callable[[dict[str, Any]], Awaitable[None]]) -> Any:
     """The server's own send, for text frames.
 
@@ -94,6 +107,13 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.user = self.scope.get("user")
         if self.user is not None and not self.user.is_authenticated:
             self.user = None
+        key = _bearer_key(self.scope)
+        if key is not None:
+            key_user, _problem = await _key_user(key)
+            if key_user is None:
+                await self.close()  # before accept: the handshake is answered 403
+                return
+            self.user = key_user
         self.user_subscribed = False
         self.user_joined = 0.0
         self.layer = get_channel_layer()
