@@ -390,4 +390,6 @@ CONTENT_SECURITY_POLICY = {
 # DEMO is set (`make run` sets DEMO=1); production and tests never run bots by accident.
 DEMO = env.bool("DEMO", default=False)
 DEMO_BOTS = env.int("DEMO_BOTS", default=6)
-DEMO_RATE = env.float("DEMO_RATE", default=6.0)  # orders per second, all bots together
+DEMO_RATE = env.float("DEMO_RATE", default=6.0)  # simulator rounds per second, all markets
+# Whom the deposit page names when this exchange takes no deposits (neither DEMO nor Stripe).
+SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="")

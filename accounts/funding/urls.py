@@ -13,6 +13,7 @@ urlpatterns = [
 web_urlpatterns = (
     [
         path("deposits/", views.deposits, name="deposits"),
+        path("demo-funds/", views.demo_funds, name="demo-funds"),
         path("payouts/", views.payouts, name="payouts"),
         path("payouts/connect/", views.connect, name="connect"),
         path("payouts/connect/return/", views.connect_return, name="connect_return"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
@@ -17,9 +19,17 @@ from django.views.decorators.http import require_http_methods
 from accounts.funding import services, stripe_gateway
 from accounts.funding.selectors import connected_account_get, deposit_list, withdrawal_list
 from accounts.models import Profile
+from exchange.demo.funds import (
+    DemoFundsAlreadyGranted,
+    DemoGrant,
+    demo_funds_grant,
+    demo_funds_granted_today,
+    demo_funds_offer,
+)
 from exchange.errors import ExchangeError
 from exchange.ledger.units import amount_display
 from exchange.markets.currencies import currency_choices
+from exchange.web.templatetags.web import money
 
 
 class AmountForm(forms.Form):
@@ -69,8 +79,47 @@ def deposits(request: HttpRequest) -> HttpResponse:
         "profile": _profile(request),
         "deposits": _with_amounts(deposit_list(user=request.user)[:100]),
         "returned": request.GET.get("deposit"),
+        "support_email": settings.SUPPORT_EMAIL,
     }
+    if settings.DEMO:
+        context["demo_offer"] = _amounts_text(demo_funds_offer())
+        context["demo_granted_today"] = demo_funds_granted_today(user=request.user)
     return render(request, "accounts/funding/deposits.html", context)
+
+
+def _amounts_text(grants: list[DemoGrant]) -> str:
+    """The amounts as people read them in the page's language (10,000.00 CNY and 1,500.00 USD)."""
+    return _(" and ").join(
+        f"{money(amount_display(g.currency, g.amount), g.currency)} {g.currency}" for g in grants
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def demo_funds(request: HttpRequest) -> HttpResponse:
+    """POST (CSRF-checked): today's demo funds, then back to the page the form was on."""
+    if not settings.DEMO:
+        raise Http404
+    try:
+        granted = demo_funds_grant(user=request.user)
+    except DemoFundsAlreadyGranted:
+        messages.info(
+            request, _("You have had today's demo funds. More are available tomorrow (UTC).")
+        )
+    except ExchangeError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(
+            request,
+            _("%(amounts)s of demo funds added to your account.")
+            % {"amounts": _amounts_text(granted)},
+        )
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("funding:deposits")
+    return redirect(target)
 
 
 @login_required
