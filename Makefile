@@ -75,5 +75,6 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean:
+# The embedded servers run from .venv: stop them first (their data in .devservices/ stays).
+clean: services-down
 	rm -rf $(VENV) staticfiles node_modules
