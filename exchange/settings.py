@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "exchange.error_views.ErrorPagesMiddleware",
 ]
 
 ROOT_URLCONF = "exchange.urls"
@@ -259,8 +260,20 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {
+        "client_errors_once": {"()": "exchange.logs.ClientErrorsOnceFilter"},
+        "client_errors_at_info": {"()": "exchange.logs.ClientErrorsAtInfoFilter"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # Django's default config gives "django" a console handler of its own (DEBUG only) and
+        # lets it propagate to the root: every line twice under `make run`. Root only, once.
+        "django": {"handlers": [], "propagate": True},
+        # Each request is logged once, by the server's access log (see exchange.logs).
+        "django.request": {"filters": ["client_errors_once"]},
+        "django.channels.server": {"filters": ["client_errors_at_info"]},
+    },
 }
 
 STATICFILES_DIRS = [BASE_DIR / "exchange" / "static"]

@@ -1,0 +1,37 @@
+"""Logging filters named by ``LOGGING`` in settings: one line per request, refusals without alarm.
+
+Imported while logging is configured, before the apps are loaded: standard library only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class ClientErrorsOnceFilter(logging.Filter):
+    """Drops ``django.request``'s line for a 4xx answer.
+
+    The server's access log (daphne's runserver, uvicorn) already logs every request once with
+    its status; Django's extra WARNING for a 404 or a 403 said it a second time, and for a
+    ``PermissionDenied`` — a refusal we expect, not a fault — it added a traceback. Server errors
+    (5xx) keep their line and traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        return not (isinstance(status, int) and 400 <= status < 500)
+
+
+class ClientErrorsAtInfoFilter(logging.Filter):
+    """Logs the access line of a 4xx answer at INFO (daphne's runserver says WARNING).
+
+    A client asking for a missing page or one it may not see is routine; WARNING is kept for
+    what an operator should look at.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        details = record.args if isinstance(record.args, dict) else {}
+        status = details.get("status")
+        if isinstance(status, int) and 400 <= status < 500 and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
