@@ -10,6 +10,7 @@ from exchange import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("", include("exchange.web.urls")),
+    path("", include("exchange.delivery.endpoints.web_urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("exchange.ledger.urls")),
     path("api/v1/", include("orders.urls")),
     path("api/v1/", include("exchange.delivery.endpoints.urls")),
+    path("api/v1/", include("exchange.delivery.gateway.urls")),
     path("api/v1/", include("accounts.funding.urls")),
     path("stripe/webhook", stripe_webhook, name="stripe-webhook"),
     path("funding/", include(funding_pages)),
