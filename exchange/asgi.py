@@ -12,6 +12,7 @@ django_asgi_app = http_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from exchange.delivery.gateway.proxy import GatewayApp  # noqa: E402
 from exchange.demo.simulator import demo_start  # noqa: E402
 from exchange.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from exchange.runner.embedded import embedded_start  # noqa: E402
@@ -20,7 +21,8 @@ from orders.fastpath import OrderFastPath  # noqa: E402
 application = ProtocolTypeRouter(
     {
         # bots' order requests skip Django's request machinery (orders.fastpath)
-        "http": OrderFastPath(django_asgi_app),
+        # /v1 (the OpenAI-compatible gateway) is async in front of everything else
+        "http": GatewayApp(OrderFastPath(django_asgi_app)),
         # A session needs an allowed Origin; bots without one use API keys (exchange.routing).
         "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

@@ -406,3 +406,25 @@ DEMO_BOTS = env.int("DEMO_BOTS", default=6)
 DEMO_RATE = env.float("DEMO_RATE", default=6.0)  # simulator rounds per second, all markets
 # Whom the deposit page names when this exchange takes no deposits (neither DEMO nor Stripe).
 SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="")
+
+# --- Delivery: the gateway (/v1, exchange.delivery.gateway.proxy) ----------------------------
+# The demo upstream (an OpenAI-compatible server streaming labelled demo text) served by this
+# process under /demo-upstream/v1: on with the live demo, off in production.
+DEMO_UPSTREAM = env.bool("DEMO_UPSTREAM", default=DEMO)
+# Upstream calls: connecting (and waiting for a pooled connection), and the longest silence
+# between two chunks of an answer.
+GATEWAY_CONNECT_TIMEOUT_SECONDS = env.float("GATEWAY_CONNECT_TIMEOUT_SECONDS", default=5.0)
+GATEWAY_READ_TIMEOUT_SECONDS = env.float("GATEWAY_READ_TIMEOUT_SECONDS", default=60.0)
+# A request's whole life. Keep it below DELIVERY_RESERVATION_TIMEOUT_SECONDS: the reapers
+# release open reservations older than that (their gateway process died).
+GATEWAY_MAX_REQUEST_SECONDS = env.float("GATEWAY_MAX_REQUEST_SECONDS", default=600.0)
+GATEWAY_MAX_CONNECTIONS = env.int("GATEWAY_MAX_CONNECTIONS", default=1000)
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+# Threads per process for the gateway's database work (two short hops per request).
+GATEWAY_DATABASE_THREADS = env.int("GATEWAY_DATABASE_THREADS", default=8)
+GATEWAY_REAP_INTERVAL_SECONDS = env.float("GATEWAY_REAP_INTERVAL_SECONDS", default=60.0)
+CELERY_BEAT_SCHEDULE["delivery-gateway-reap"] = {
+    "task": "exchange.delivery.gateway.tasks.generations_reap_task",
+    "schedule": GATEWAY_REAP_INTERVAL_SECONDS,
+    "options": {"expires": GATEWAY_REAP_INTERVAL_SECONDS},
+}

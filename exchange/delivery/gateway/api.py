@@ -1,0 +1,164 @@
+"""Generations API: ``GET /api/v1/generations`` (cursor, ``since``), ``/{id}``, and a CSV
+export. A buyer sees their requests, a provider the requests it served; there is no prompt or
+completion text to show (the gateway never stores it)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import HasScope, request_scopes
+from exchange.delivery.gateway.models import Generation
+from exchange.delivery.gateway.selectors import generation_get, generation_list
+from exchange.ledger.units import amount_display
+
+
+class ReadsGenerations(HasScope):
+    """A session, or a key with ``read`` or ``consume`` (an agent may read its own usage)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        scopes = request_scopes(request)
+        if scopes is not None and not scopes & {"read", "consume"}:
+            self.message = "This API key needs the 'read' or 'consume' scope."
+            return False
+        return True
+
+
+class GenerationSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    role = serializers.SerializerMethodField(help_text="buyer or provider: your side of it.")
+    model = serializers.CharField(source="model_id")
+    provider = serializers.SerializerMethodField()
+    input_market = serializers.CharField(source="input_market.symbol")
+    output_market = serializers.CharField(source="output_market.symbol")
+    status = serializers.CharField()
+    stream = serializers.BooleanField()
+    attempts = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    usage_source = serializers.CharField()
+    currency = serializers.CharField()
+    input_cost = serializers.SerializerMethodField()
+    output_cost = serializers.SerializerMethodField()
+    cost = serializers.SerializerMethodField()
+    credit = serializers.SerializerMethodField()
+    first_token_ms = serializers.IntegerField(allow_null=True)
+    total_ms = serializers.IntegerField(allow_null=True)
+    output_tokens_per_second = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True
+    )
+    finish_reason = serializers.CharField()
+    sla_met = serializers.BooleanField(allow_null=True)
+    sla_reason = serializers.CharField()
+    error_code = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_role(self, generation: Generation) -> str:
+        return "buyer" if generation.buyer_id == self.context["user"].pk else "provider"
+
+    def get_provider(self, generation: Generation) -> str | None:
+        if generation.provider is None:
+            return None
+        profile = getattr(generation.provider, "profile", None)
+        return (profile.display_name if profile else "") or f"Provider #{generation.provider_id}"
+
+    def get_input_cost(self, generation: Generation) -> str:
+        return amount_display(generation.currency, generation.input_cost_units)
+
+    def get_output_cost(self, generation: Generation) -> str:
+        return amount_display(generation.currency, generation.output_cost_units)
+
+    def get_cost(self, generation: Generation) -> str:
+        return amount_display(generation.currency, generation.cost_units)
+
+    def get_credit(self, generation: Generation) -> str:
+        return amount_display(generation.currency, generation.credit_units)
+
+
+class GenerationQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(required=False, help_text="Only those created from then.")
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _generations(request: Request) -> Any:
+    query = GenerationQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return generation_list(user=request.user, since=query.validated_data.get("since")).order_by(
+        "-id"
+    )
+
+
+class GenerationListApi(APIView):
+    permission_classes = [ReadsGenerations]
+
+    @extend_schema(
+        parameters=[GenerationQuerySerializer], responses=GenerationSerializer(many=True)
+    )
+    def get(self, request: Request) -> Response:
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(
+            _generations(request).select_related("provider__profile"), request, view=self
+        )
+        data = GenerationSerializer(page, many=True, context={"user": request.user}).data
+        return paginator.get_paginated_response(data)
+
+
+class GenerationDetailApi(APIView):
+    permission_classes = [ReadsGenerations]
+
+    @extend_schema(responses=GenerationSerializer)
+    def get(self, request: Request, public_id: str) -> Response:
+        generation = generation_get(user=request.user, public_id=public_id)
+        return Response(GenerationSerializer(generation, context={"user": request.user}).data)
+
+
+class _Echo:
+    """A file-like object whose write returns the line (Django's streaming CSV recipe)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+CSV_FIELDS = [name for name in GenerationSerializer().fields if name not in ("stream",)]
+
+
+class GenerationCsvApi(APIView):
+    permission_classes = [ReadsGenerations]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Success is CSV streamed past the renderers; errors fall back to the JSON shape.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(parameters=[GenerationQuerySerializer], responses={(200, "text/csv"): str})
+    def get(self, request: Request) -> StreamingHttpResponse:
+        rows = _generations(request).select_related("provider__profile").iterator(chunk_size=500)
+        response = StreamingHttpResponse(_csv_lines(rows, request.user), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="generations.csv"'
+        return response
+
+
+def _csv_lines(generations: Iterator[Generation], user: Any) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_FIELDS)
+    serializer = GenerationSerializer(context={"user": user})
+    for generation in generations:
+        data = serializer.to_representation(generation)
+        yield writer.writerow(["" if data[f] is None else data[f] for f in CSV_FIELDS])

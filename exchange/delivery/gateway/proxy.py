@@ -1,0 +1,638 @@
+"""The OpenAI-compatible gateway: ``/v1/chat/completions`` and ``/v1/models``, in front of
+Django in the ASGI app (``exchange.asgi``).
+
+Async end to end: a request is a coroutine on the event loop, not a thread, however long its
+stream. The upstream calls share ONE pooled ``httpx.AsyncClient`` per process (explicit
+timeouts). Database work runs in a small thread pool, in few hops (``services``): one before
+forwarding (authenticate, limits, route, write the generation, reserve), one at the end (settle,
+complete the generation), and one between attempts when a provider fails.
+
+A request's life:
+
+1. Parse and check the body (400), authenticate (401/403), then hop 1: unknown model (404),
+   key limits (429/402/403), no lots (402), no healthy provider (503), not enough lots from any
+   one provider (402) — all before anything is reserved or forwarded.
+2. Forward to the first provider with ``stream_options.include_usage``. Chunks pass through as
+   they arrive, with ``id`` (the generation id) and ``model`` (the public model id) rewritten.
+   Nothing is sent to the buyer before the first generated token, so a provider that fails
+   before it (connection, timeout, HTTP error, an empty or broken stream) is skipped: its
+   reservation released, the next provider tried; a failed attempt costs nothing.
+3. The provider's final usage chunk is held back; once the stream ends the reservation is
+   settled with the provider's usage (or our count, marked ``usage_source: estimated``) and
+   the SLA verdict (time to first token, output tokens/s), and one last chunk carries ``usage``
+   with the tokens drawn from each market, their cost and any credit (money as strings).
+4. A provider breaking the stream after its first token: what was delivered is settled as an
+   SLA miss (credited), and the buyer gets the usage chunk and an error event. A buyer going
+   away mid-stream: the upstream call is dropped and what was delivered is charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.http.request import split_domain_port, validate_host
+
+from exchange.delivery.gateway import auth, selectors, services
+from exchange.delivery.gateway.demo_upstream import DemoUpstream
+from exchange.delivery.gateway.metering import StreamMeter, units_to_decimal
+from exchange.delivery.gateway.protocol import (
+    ChatRequest,
+    GatewayError,
+    SseDecoder,
+    chat_request_parse,
+    upstream_body,
+)
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
+
+DEMO_PREFIX = "/demo-upstream"
+# Upstream statuses that judge the buyer's request, not the provider: passed on as 400.
+REQUEST_REFUSED = frozenset((400, 413, 422))
+_JSON = (b"content-type", b"application/json")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+class UpstreamFailed(Exception):
+    """The provider failed before its first token: try the next one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UpstreamRefused(Exception):
+    """The provider refused the request itself (400/413/422): the buyer's to fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _database_thread(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """``function`` in the gateway's database threads, with Django's request-boundary
+    connection handling around it (a pooled connection goes back to the pool)."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(
+            max_workers=settings.GATEWAY_DATABASE_THREADS, thread_name_prefix="gateway-db"
+        )
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False, executor=_executor)
+
+
+def _money(units: int, decimals: int) -> str:
+    return format(units_to_decimal(units, decimals), "f")
+
+
+async def _body_read(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client left before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, "request_too_large", f"The body exceeds {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(
+    send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = orjson.dumps(data)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                _JSON,
+                _NOSNIFF,
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class GatewayApp:
+    """ASGI middleware: ``/v1/…`` to the gateway, ``/demo-upstream/…`` to the demo upstream
+    (when ``DEMO_UPSTREAM`` is on), everything else to ``app``."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+        self.demo = DemoUpstream(prefix=DEMO_PREFIX) if settings.DEMO_UPSTREAM else None
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._busy: dict[int, int] = {}  # open requests per endpoint, this process
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+            if self._admitted(scope):
+                await self._handle(scope, receive, send)
+                return
+        elif (
+            scope["type"] == "http" and self.demo is not None and path.startswith(DEMO_PREFIX + "/")
+        ):
+            await self.demo(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _admitted(scope: Scope) -> bool:
+        """Hosts Django would serve, over HTTPS when Django would redirect; otherwise Django
+        answers (400, or the redirect)."""
+        headers = dict(scope["headers"])
+        secure = scope.get("scheme") == "https"
+        proxy = settings.SECURE_PROXY_SSL_HEADER
+        if proxy is not None:
+            name = proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode()
+            if name in headers:
+                secure = headers[name].split(b",")[0].strip().decode("latin-1") == proxy[1]
+        if settings.SECURE_SSL_REDIRECT and not secure:
+            return False
+        domain, _ = split_domain_port(headers.get(b"host", b"").decode("latin-1"))
+        allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        return bool(domain) and validate_host(domain, allowed)
+
+    def client(self) -> httpx.AsyncClient:
+        """The process's pooled upstream client (one per event loop: a client is bound to the
+        loop its connections were opened on)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(
+                    connect=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
+                    read=settings.GATEWAY_READ_TIMEOUT_SECONDS,
+                    write=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
+                    pool=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
+                ),
+                limits=httpx.Limits(
+                    max_connections=settings.GATEWAY_MAX_CONNECTIONS,
+                    max_keepalive_connections=settings.GATEWAY_MAX_CONNECTIONS,
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._client_loop = loop
+        return self._client
+
+    # --- dispatch ------------------------------------------------------------------------------
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        generation_id = services.generation_id_new()
+        id_header = (b"x-generation-id", generation_id.encode())
+        try:
+            if path == "/v1/chat/completions":
+                if method != "POST":
+                    raise GatewayError(405, "method_not_allowed", "Use POST.")
+                await self._chat(scope, receive, send, generation_id)
+            elif path == "/v1/models" or path.startswith("/v1/models/"):
+                if method != "GET":
+                    raise GatewayError(405, "method_not_allowed", "Use GET.")
+                await self._models(scope, receive, send, path.removeprefix("/v1/models")[1:])
+            else:
+                raise GatewayError(404, "unknown_url", f"Unknown URL {path}.")
+        except GatewayError as error:
+            await _answer(send, error.status, error.body(), [id_header, *error.headers()])
+        except ConnectionResetError:
+            return  # the client left before its request was complete: nothing was done
+
+    @staticmethod
+    def _credentials(scope: Scope) -> bytes | None:
+        """The Authorization header; None for a browser session; 401 when there is neither."""
+        headers = dict(scope["headers"])
+        if b"authorization" in headers:
+            return headers[b"authorization"]
+        if b"cookie" in headers:
+            return None
+        raise GatewayError(
+            401,
+            "missing_api_key",
+            "Send an API key with scope 'consume' as 'Authorization: Bearer <key>'.",
+        )
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, model_id: str) -> None:
+        def listing(authorization: bytes | None) -> list[dict[str, Any]]:
+            if authorization is not None:
+                user, api_key = auth.key_principal(authorization)
+            else:
+                user, api_key = auth.session_principal(scope, b""), None
+            return selectors.models_available(user=user, api_key=api_key)
+
+        models = await _database_thread(listing)(self._credentials(scope))
+        if not model_id:
+            await _answer(send, 200, {"object": "list", "data": models})
+            return
+        found = next((m for m in models if m["id"] == model_id.lower()), None)
+        if found is None:
+            raise GatewayError(
+                404,
+                "model_not_found",
+                f"The model {model_id!r} does not exist or you hold no allocation of it.",
+                param="model",
+            )
+        await _answer(send, 200, found)
+
+    # --- chat completions ----------------------------------------------------------------------
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, generation_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        body = await _body_read(receive, settings.GATEWAY_MAX_BODY_BYTES)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "invalid_json", "The body is not valid JSON.") from None
+        request = chat_request_parse(parsed)
+        credentials = self._credentials(scope)
+
+        def begin(authorization: bytes | None) -> tuple[services.Plan, services.Attempt]:
+            if authorization is not None:
+                user, api_key = auth.key_principal(authorization)
+            else:
+                user, api_key = auth.session_principal(scope, body), None
+            return services.request_begin(
+                user=user, api_key=api_key, request=request, public_id=generation_id
+            )
+
+        plan, attempt = await _database_thread(begin)(credentials)
+        try:
+            async with asyncio.timeout(settings.GATEWAY_MAX_REQUEST_SECONDS):
+                await self._serve(plan, attempt, request, receive, send, arrived)
+        except TimeoutError:
+            logger.error("generation %s outlived GATEWAY_MAX_REQUEST_SECONDS", plan.public_id)
+
+    async def _serve(
+        self,
+        plan: services.Plan,
+        attempt: services.Attempt,
+        request: ChatRequest,
+        receive: Receive,
+        send: Send,
+        arrived: float,
+    ) -> None:
+        while True:
+            endpoint = attempt.upstream.endpoint_id
+            if self._busy.get(endpoint, 0) >= attempt.upstream.concurrency_limit:
+                attempt = await _database_thread(services.attempt_failed)(
+                    plan=plan, attempt=attempt, reason="busy", provider_fault=False
+                )
+                continue
+            self._busy[endpoint] = self._busy.get(endpoint, 0) + 1
+            try:
+                if plan.stream:
+                    await self._stream(plan, attempt, request, receive, send, arrived)
+                else:
+                    await self._complete(plan, attempt, request, send, arrived)
+                return
+            except UpstreamFailed as failure:
+                logger.info(
+                    "generation %s: provider %s failed before its first token (%s)",
+                    plan.public_id,
+                    attempt.provider_id,
+                    failure.reason,
+                )
+                # raises the final 503 (or 402) when no provider is left
+                attempt = await _database_thread(services.attempt_failed)(
+                    plan=plan, attempt=attempt, reason=failure.reason
+                )
+            except UpstreamRefused as refused:
+                await _database_thread(services.request_refused_upstream)(
+                    plan=plan, attempt=attempt, code="upstream_refused_request"
+                )
+                raise GatewayError(
+                    400,
+                    "invalid_request",
+                    f"The provider refused the request (HTTP {refused.status}): {refused.message}",
+                ) from None
+            except BaseException:
+                # our own failure mid-request: give the reservation back (nothing charged)
+                # unless it was settled; the reaper would too, later
+                await asyncio.shield(
+                    _database_thread(services.request_aborted)(plan=plan, attempt=attempt)
+                )
+                raise
+            finally:
+                self._busy[endpoint] -= 1
+
+    def _upstream_request(
+        self, plan: services.Plan, attempt: services.Attempt, request: ChatRequest
+    ) -> httpx.Request:
+        body = upstream_body(
+            request,
+            upstream_model=attempt.upstream.model_id,
+            default_max_tokens=plan.default_max_tokens,
+        )
+        return self.client().build_request(
+            "POST",
+            attempt.upstream.base_url.rstrip("/") + "/chat/completions",
+            content=orjson.dumps(body),
+            headers={
+                "authorization": f"Bearer {attempt.upstream.api_key}",
+                "content-type": "application/json",
+                "accept": "text/event-stream" if plan.stream else "application/json",
+            },
+        )
+
+    async def _open(
+        self, plan: services.Plan, attempt: services.Attempt, request: ChatRequest
+    ) -> httpx.Response:
+        try:
+            response = await self.client().send(
+                self._upstream_request(plan, attempt, request), stream=True
+            )
+        except httpx.TimeoutException:
+            raise UpstreamFailed("timeout") from None
+        except httpx.HTTPError as error:
+            raise UpstreamFailed(f"connection ({type(error).__name__})") from None
+        if response.status_code == 200:
+            return response
+        try:
+            text = (await response.aread())[:2000]
+        except httpx.HTTPError:
+            text = b""
+        finally:
+            await response.aclose()
+        if response.status_code in REQUEST_REFUSED:
+            raise UpstreamRefused(response.status_code, _upstream_message(text))
+        raise UpstreamFailed(f"http_{response.status_code}")
+
+    async def _complete(
+        self,
+        plan: services.Plan,
+        attempt: services.Attempt,
+        request: ChatRequest,
+        send: Send,
+        arrived: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await self._open(plan, attempt, request)
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError as error:
+            raise UpstreamFailed(f"read ({type(error).__name__})") from None
+        finally:
+            await response.aclose()
+        at_ms = int((loop.time() - started) * 1000)
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamFailed("not_a_chat_completion")
+        meter = StreamMeter()
+        meter.response(answer, at_ms)
+        finished = await _database_thread(services.request_finish)(
+            plan=plan,
+            attempt=attempt,
+            usage=meter.usage(prompt_estimate=plan.prompt_estimate),
+            first_token_ms=meter.first_token_ms,
+            last_token_ms=meter.last_token_ms,
+            total_ms=int((loop.time() - arrived) * 1000),
+            finish_reason=meter.finish_reason,
+            broken=False,
+            cancelled=False,
+        )
+        answer["id"] = plan.public_id
+        answer["model"] = plan.pair.model_id
+        answer["usage"] = _usage(plan, attempt, finished, answer.get("usage"))
+        await _answer(send, 200, answer, [(b"x-generation-id", plan.public_id.encode())])
+
+    async def _stream(
+        self,
+        plan: services.Plan,
+        attempt: services.Attempt,
+        request: ChatRequest,
+        receive: Receive,
+        send: Send,
+        arrived: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await self._open(plan, attempt, request)
+        meter = StreamMeter()
+        decoder = SseDecoder()
+        pending: list[bytes] = []  # chunks before the first token (not sent yet)
+        started_response = False
+        provider_usage: Any = None
+        done = broken = cancelled = False
+        created = int(time.time())
+        task = asyncio.current_task()
+        watching = True
+        left = asyncio.Event()
+
+        async def watch() -> None:
+            # the buyer closing the connection ends the upstream call (see below)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    left.set()
+                    if watching and task is not None:
+                        task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch())
+
+        async def deliver(data: bytes) -> None:
+            nonlocal started_response
+            if not started_response:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", b"text/event-stream; charset=utf-8"),
+                            (b"cache-control", b"no-cache"),
+                            (b"x-accel-buffering", b"no"),
+                            _NOSNIFF,
+                            (b"x-generation-id", plan.public_id.encode()),
+                        ],
+                    }
+                )
+                started_response = True
+                for chunk in pending:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                pending.clear()
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        try:
+            try:
+                async for line in response.aiter_lines():
+                    data = decoder.line(line)
+                    if data is None:
+                        continue
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        continue  # not ours to judge; a malformed event carries no tokens
+                    if not isinstance(chunk, dict):
+                        continue
+                    if "error" in chunk:
+                        if meter.first_token_ms is None:
+                            raise UpstreamFailed("error_event")
+                        broken = True
+                        break
+                    at_ms = int((loop.time() - started) * 1000)
+                    meter.chunk(chunk, at_ms)
+                    if chunk.get("usage") is not None:
+                        provider_usage = chunk.pop("usage")
+                        if not chunk.get("choices"):
+                            continue  # the usage chunk: replaced by ours at the end
+                    chunk["id"] = plan.public_id
+                    chunk["model"] = plan.pair.model_id
+                    created = chunk.get("created", created)
+                    event = b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    if meter.first_token_ms is None:
+                        pending.append(event)
+                    else:
+                        await deliver(event)
+                tail = decoder.end()
+                if tail == "[DONE]":
+                    done = True
+            except asyncio.CancelledError:
+                if not left.is_set():
+                    raise
+                if task is not None:
+                    task.uncancel()
+                cancelled = True
+            except httpx.HTTPError as error:
+                if meter.first_token_ms is None:
+                    raise UpstreamFailed(f"stream ({type(error).__name__})") from None
+                broken = True
+            finally:
+                watching = False
+                await response.aclose()
+            # a stream that ended without [DONE] is complete if it said why it finished
+            if not (done or cancelled or broken) and meter.finish_reason is None:
+                if meter.first_token_ms is None:
+                    raise UpstreamFailed("stream_ended_early")
+                broken = True
+            finished = await _database_thread(services.request_finish)(
+                plan=plan,
+                attempt=attempt,
+                usage=meter.usage(prompt_estimate=plan.prompt_estimate),
+                first_token_ms=meter.first_token_ms,
+                last_token_ms=meter.last_token_ms,
+                total_ms=int((loop.time() - arrived) * 1000),
+                finish_reason=meter.finish_reason,
+                broken=broken,
+                cancelled=cancelled,
+            )
+            if cancelled:
+                return
+            final = {
+                "id": plan.public_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": plan.pair.model_id,
+                "choices": [],
+                "usage": _usage(plan, attempt, finished, provider_usage),
+            }
+            await deliver(b"data: " + orjson.dumps(final) + b"\n\n")
+            if broken:
+                error = GatewayError(
+                    502,
+                    "provider_broke_stream",
+                    "The provider broke the stream; what it delivered is charged and credited "
+                    "back (service level missed).",
+                )
+                await deliver(b"data: " + orjson.dumps(error.body()) + b"\n\n")
+            else:
+                await deliver(b"data: [DONE]\n\n")
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+
+
+def _upstream_message(text: bytes) -> str:
+    try:
+        data = orjson.loads(text)
+        message = data["error"]["message"]
+        if isinstance(message, str):
+            return message[:500]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass
+    return "no reason given"
+
+
+def _usage(
+    plan: services.Plan,
+    attempt: services.Attempt,
+    finished: services.Finished,
+    provider_usage: Any,
+) -> dict[str, Any]:
+    """The ``usage`` object the buyer gets: OpenAI's counts (as charged) plus what was drawn
+    from each market, the cost and credit (strings, quote currency), and the service level."""
+    money = partial(_money, decimals=plan.decimals)
+    settlement = finished.settlement
+    input_cost = settlement.input_cost_units if settlement else 0
+    output_cost = settlement.output_cost_units if settlement else 0
+    credit = settlement.credit_units if settlement else 0
+    usage = dict(provider_usage) if isinstance(provider_usage, dict) else {}
+    usage.update(
+        prompt_tokens=finished.usage.prompt_tokens,
+        completion_tokens=finished.usage.completion_tokens,
+        total_tokens=finished.usage.total_tokens,
+        usage_source=finished.usage.source,
+        currency=plan.pair.output_market.quote_currency,
+        cost=money(input_cost + output_cost),
+        credit=money(credit),
+        markets={
+            "input": {
+                "market": plan.pair.input_market.symbol,
+                "tokens": finished.usage.prompt_tokens,
+                "cost": money(input_cost),
+            },
+            "output": {
+                "market": plan.pair.output_market.symbol,
+                "tokens": finished.usage.completion_tokens,
+                "cost": money(output_cost),
+            },
+        },
+        provider=attempt.provider_name,
+        sla={"met": finished.sla.met, "reason": finished.sla.reason},
+        output_tokens_per_second=(
+            str(finished.output_tokens_per_second)
+            if finished.output_tokens_per_second is not None
+            else None
+        ),
+    )
+    return usage
