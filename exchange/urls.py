@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("exchange.ledger.urls")),
     path("api/v1/", include("orders.urls")),
     path("api/v1/", include("exchange.delivery.endpoints.urls")),
+    path("api/v1/", include("exchange.delivery.gateway.urls")),
     path("api/v1/", include("accounts.funding.urls")),
     path("stripe/webhook", stripe_webhook, name="stripe-webhook"),
     path("funding/", include(funding_pages)),
