@@ -4,10 +4,16 @@ scripted latency, usage and failures."""
 
 from __future__ import annotations
 
+import csv
+import io
+from datetime import timedelta
+
 import httpx
 import openai
 import pytest
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
 from exchange.delivery.endpoints.models import Endpoint, HealthStatus
@@ -321,3 +327,82 @@ def test_refusals_are_openai_errors_and_draw_nothing(server, make_provider, make
     assert tokens(buyer.user, OUT) == (HELD - used, 0)
     assert not Generation.objects.exclude(status=GenerationStatus.COMPLETED).exists()
     assert_audit_ok()
+
+
+def test_the_playground_session_is_csrf_checked(server, make_provider, make_trader):
+    make_provider(server.base, "alpha", "ttft=5,tps=1000,len=3")
+    buyer = make_trader(cny=10)
+    buy(buyer)
+    browser = Client()
+    browser.force_login(buyer.user)
+    session = browser.cookies["sessionid"].value
+    csrf = "a" * 32  # a csrftoken cookie value; the header must repeat it
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 3}
+    url = f"{server.base}/v1/chat/completions"
+
+    forged = httpx.post(url, json=body, cookies={"sessionid": session}, timeout=10)
+    assert forged.status_code == 403
+    assert forged.json()["error"]["code"] == "csrf_failed"
+    signed_out = httpx.post(url, json=body, cookies={"sessionid": "nope"}, timeout=10)
+    assert signed_out.status_code == 401
+    assert not Generation.objects.exists()
+
+    answered = httpx.post(
+        url,
+        json=body,
+        cookies={"sessionid": session, "csrftoken": csrf},
+        headers={"X-CSRFToken": csrf},
+        timeout=10,
+    )
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["usage"]["completion_tokens"] == 3
+    assert Generation.objects.get().api_key is None
+    listed = httpx.get(f"{server.base}/v1/models", cookies={"sessionid": session}, timeout=10)
+    assert [m["id"] for m in listed.json()["data"]] == [MODEL]
+
+
+def test_generations_api_shows_buyers_their_own_and_providers_what_they_served(
+    server, make_provider, make_trader
+):
+    provider = make_provider(server.base, "alpha", "ttft=5,tps=1000,len=4", quantity="0.02")
+    buyer, other = make_trader(cny=10), make_trader(cny=10)
+    buy(buyer, quantity="0.01")
+    buy(other, quantity="0.01")
+    key = consume_key(buyer.user)
+    answer = client(server, key).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=4
+    )
+    client(server, consume_key(other.user)).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=4
+    )
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    listed = api.get("/api/v1/generations").json()
+    [mine] = listed["results"]
+    cost = PROMPT * UNITS_PER_IN_TOKEN + 4 * UNITS_PER_OUT_TOKEN
+    assert mine["id"] == answer.id
+    assert mine["role"] == "buyer"
+    assert mine["provider"] == "alpha"
+    assert (mine["prompt_tokens"], mine["completion_tokens"]) == (PROMPT, 4)
+    assert (mine["cost"], mine["credit"], mine["currency"]) == (cny(cost), cny(0), "CNY")
+    assert (mine["input_market"], mine["output_market"]) == (IN, OUT)
+    assert mine["sla_met"] is True
+    assert "messages" not in mine
+    assert "content" not in mine
+    assert api.get(f"/api/v1/generations/{answer.id}").json()["id"] == answer.id
+    others = Generation.objects.exclude(buyer=buyer.user).get()
+    assert api.get(f"/api/v1/generations/{others.public_id}").status_code == 404
+    later = (timezone.now() + timedelta(minutes=1)).isoformat()
+    assert api.get("/api/v1/generations", {"since": later}).json()["results"] == []
+
+    seller = APIClient()
+    seller.force_authenticate(provider.user)
+    served = seller.get("/api/v1/generations").json()["results"]
+    assert {g["role"] for g in served} == {"provider"}
+    assert len(served) == 2
+    export = seller.get("/api/v1/generations/export.csv")
+    assert export["Content-Type"] == "text/csv"
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert rows[0][0] == "id"
+    assert sorted(row[0] for row in rows[1:]) == sorted(g["id"] for g in served)
