@@ -152,18 +152,24 @@ class Simulator:
         return ticks_to_price(market, max(1, ticks)) or ""
 
     # -- market makers ------------------------------------------------------------------------
-    def windows(self, state: MarketState) -> dict[str, list[int]]:
-        """The prices the makers may quote now, best first: on each side ``WINDOW`` prices a
-        tick apart from a tick off the fair price, inside the band and never crossing someone
-        else's resting order (a post-only quote that would cross is refused: a maker never
-        takes)."""
+    def others_best(self, state: MarketState) -> tuple[int | None, int | None]:
+        """The best bid and ask of everyone but the bots (newcomers' orders), in ticks."""
         others = (
             Order.objects.filter(market=state.market, status__in=OPEN_STATUSES)
             .exclude(user_id__in=self.bot_ids)
             .exclude(price_ticks=None)
         )
-        other_bid = others.filter(side="buy").aggregate(best=Max("price_ticks"))["best"]
-        other_ask = others.filter(side="sell").aggregate(best=Min("price_ticks"))["best"]
+        bid = others.filter(side="buy").aggregate(best=Max("price_ticks"))["best"]
+        ask = others.filter(side="sell").aggregate(best=Min("price_ticks"))["best"]
+        return bid, ask
+
+    def windows(
+        self, state: MarketState, other_bid: int | None, other_ask: int | None
+    ) -> dict[str, list[int]]:
+        """The prices the makers may quote now, best first: on each side ``WINDOW`` prices a
+        tick apart from a tick off the fair price, inside the band and never crossing someone
+        else's resting order (a post-only quote that would cross is refused: a maker never
+        takes)."""
         fair = state.fair
         bids = [fair - 1 - level for level in range(WINDOW)]
         asks = [fair + 1 + level for level in range(WINDOW)]
@@ -172,13 +178,15 @@ class Simulator:
             "sell": [t for t in asks if state.in_band(t) and (other_bid is None or t > other_bid)],
         }
 
-    def quote(self, state: MarketState) -> None:
+    def quote(
+        self, state: MarketState, other_bid: int | None = None, other_ask: int | None = None
+    ) -> None:
         """Keep ``LEVELS`` quotes on each side inside the window: cancel the quotes that left it
         (stale) or double a price, then fill the free prices nearest the fair price. Quotes
         still inside the window stay, so a one-tick move costs a cancel and an order per side,
         not a new ladder."""
         market = state.market
-        windows = self.windows(state)
+        windows = self.windows(state, other_bid, other_ask)
         resting = (
             Order.objects.filter(market=market, user__in=self.makers, status__in=OPEN_STATUSES)
             .exclude(price_ticks=None)
@@ -222,10 +230,14 @@ class Simulator:
                     self.placed += 1
 
     # -- takers -------------------------------------------------------------------------------
-    def take(self, state: MarketState) -> None:
-        """One small IOC order across the spread, leaning towards the fair price; only when the
-        best opposite price is inside the band, and with a limit inside it, so every trade it
-        makes is in the band."""
+    def take(
+        self, state: MarketState, other_bid: int | None = None, other_ask: int | None = None
+    ) -> None:
+        """One small IOC order across the spread; only when the best opposite price is inside
+        the band, and with a limit inside it, so every trade it makes is in the band. A
+        newcomer's order at the top of the book is taken first (as an arbitrageur would: an
+        order near the mid fills within seconds); otherwise the side leans towards the fair
+        price."""
         market = state.market
         engine = engine_state_get(market=market)
         if engine is None:
@@ -234,6 +246,10 @@ class Simulator:
         # percent points of lean towards the side that moves the last price to the fair price
         lean = max(-30, min(30, (state.fair - last) * 2000 // max(state.fair, 1)))
         side = "buy" if self.random.randrange(100) < 50 + lean else "sell"
+        if other_bid is not None and other_bid == engine.best_bid_ticks:
+            side = "sell"
+        elif other_ask is not None and other_ask == engine.best_ask_ticks:
+            side = "buy"
         if side == "buy":
             best = engine.best_ask_ticks
             if best is None or not state.in_band(best):
@@ -261,9 +277,10 @@ class Simulator:
         state = state or self.random.choice(self.markets)
         state.process.step()
         try:
-            if self.random.random() < 0.7:
-                self.take(state)
-            self.quote(state)
+            other_bid, other_ask = self.others_best(state)
+            if self.random.random() < 0.7 or other_bid is not None or other_ask is not None:
+                self.take(state, other_bid, other_ask)
+            self.quote(state, *self.others_best(state))
         except InsufficientFunds:
             self.top_up()
         except ExchangeError as error:
