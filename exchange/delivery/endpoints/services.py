@@ -254,11 +254,19 @@ def _owner_of(endpoint_id: int) -> tuple[int, int] | None:
 
 
 def _tps_clean(value: Decimal | None) -> Decimal | None:
+    """A served request's speed as the sample stores it; a value that is not a finite
+    non-negative number is dropped (logged), never an error: statistics must not fail the
+    caller's settlement."""
     if value is None:
         return None
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-        raise ValidationFailed("output_tokens_per_second must be a finite Decimal ≥ 0.")
-    return min(value.quantize(upstream.TPS_STEP), upstream.MAX_TOKENS_PER_SECOND)
+    try:
+        rate = value if isinstance(value, Decimal) else Decimal(str(value))
+        if not rate.is_finite() or rate < 0:
+            raise ArithmeticError(rate)
+    except (ArithmeticError, ValueError):
+        logger.warning("output_tokens_per_second %r not recorded", value)
+        return None
+    return min(rate.quantize(upstream.TPS_STEP), upstream.MAX_TOKENS_PER_SECOND)
 
 
 def request_outcome_record(
@@ -284,7 +292,7 @@ def request_outcome_record(
         at=moment,
         source=SampleSource.REQUEST,
         ok=ok,
-        first_token_ms=first_token_ms if ok else None,
+        first_token_ms=first_token_ms if ok and (first_token_ms or 0) >= 0 else None,
         output_tokens_per_second=_tps_clean(output_tokens_per_second) if ok else None,
     )
     if ok:
