@@ -116,3 +116,15 @@ def test_the_upstream_repr_never_shows_the_key() -> None:
     upstream = Upstream(1, 2, "http://x/v1", "sk-very-secret", "m", 4)
     assert "sk-very-secret" not in repr(upstream)
     assert "sk-very-secret" not in str(upstream)
+
+
+def test_check_deploy_requires_the_encryption_keys() -> None:
+    from tests.test_settings import PRODUCTION_ENV, run_manage
+
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DELIVERY_ENCRYPTION_KEYS"}
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode != 0
+    assert "delivery_endpoints.E001" in result.stdout + result.stderr
+    bad = {**PRODUCTION_ENV, "DELIVERY_ENCRYPTION_KEYS": "not-a-key"}
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=bad)
+    assert "delivery_endpoints.E002" in result.stdout + result.stderr
