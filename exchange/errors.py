@@ -1,12 +1,19 @@
 """The exception root of the exchange domain.
 
 Services raise these; the API's one exception handler (``exchange.api_errors``) turns them into
-the single error shape ``{"error": {"code", "message", "details"}}``.
+the single error shape ``{"error": {"code", "message", "details"}}``. ``code`` is stable English
+for programs; the message is for people: services pass lazy text (``gettext_lazy``, with
+``format_lazy`` for values), and ``message`` renders it in the language active where it is read
+— the web page's language, or the API request's (``Accept-Language``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from django.utils.functional import Promise
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy
 
 
 class ExchangeError(Exception):
@@ -15,10 +22,17 @@ class ExchangeError(Exception):
     code = "error"
     http_status = 400
 
-    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str | Promise = "", *, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message or self.code)
-        self.message = message or self.code.replace("_", " ")
+        self.text = message or self.code.replace("_", " ")
         self.details = details or {}
+
+    @property
+    def message(self) -> str:
+        """The message in the active language (a plain string, safe to serialise)."""
+        return str(self.text)
 
 
 class ValidationFailed(ExchangeError):
@@ -79,7 +93,10 @@ class IdempotencyConflict(Conflict):
 
     def __init__(self, key: str) -> None:
         super().__init__(
-            f"Idempotency key {key!r} was already used for a different request.",
+            format_lazy(
+                gettext_lazy("Idempotency key {key} was already used for a different request."),
+                key=repr(key),
+            ),
             details={"idempotency_key": key},
         )
 

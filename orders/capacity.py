@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.models import Profile, User
 from exchange.delivery.endpoints.selectors import ask_check as endpoint_ask_check
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 def _require_provider(user: User) -> None:
     profile = Profile.objects.filter(user=user).first()
     if profile is None or not profile.is_provider:
-        raise Forbidden("Only providers can list capacity.")
+        raise Forbidden(gettext_lazy("Only providers can list capacity."))
 
 
 def capacity_list(
@@ -54,7 +55,7 @@ def capacity_list(
     market_check_accepting(market)
     lots = quantity_to_lots(market, quantity)
     if available_until <= timezone.now():
-        raise ValidationFailed("available_until must be in the future.")
+        raise ValidationFailed(gettext_lazy("available_until must be in the future."))
     ask_request = None
     if ask_price is not None:
         ask_request = order_request_parse(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Q, QuerySet
+from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from exchange.db import unique_row
@@ -20,7 +21,7 @@ from orders.models import (
 def order_get(*, user: User, order_id: int) -> Order:
     order = unique_row(Order.objects.select_related("market").filter(user=user, id=order_id))
     if order is None:
-        raise NotFound("No such order.")
+        raise NotFound(gettext_lazy("No such order."))
     return order
 
 

@@ -20,6 +20,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from exchange.db import unique_row
@@ -100,18 +102,34 @@ def _choice(value: Any, allowed: tuple[str, ...], field: str, default: str | Non
         return default
     if value not in allowed:
         raise ValidationFailed(
-            f"{field} must be one of {', '.join(allowed)}.", details={field: "invalid_choice"}
+            format_lazy(
+                gettext_lazy("{field} must be one of {allowed}."),
+                field=field,
+                allowed=", ".join(allowed),
+            ),
+            details={field: "invalid_choice"},
         )
     return value
 
 
 def market_check_accepting(market: Market) -> None:
     if market.status == MarketStatus.HALTED:
-        raise MarketHalted(f"Market {market.symbol} is halted: only cancels are accepted.")
+        raise MarketHalted(
+            format_lazy(
+                gettext_lazy("Market {symbol} is halted: only cancels are accepted."),
+                symbol=market.symbol,
+            )
+        )
     if market.status == MarketStatus.CANCEL_ONLY:
-        raise MarketHalted(f"Market {market.symbol} is in cancel-only mode.")
+        raise MarketHalted(
+            format_lazy(
+                gettext_lazy("Market {symbol} is in cancel-only mode."), symbol=market.symbol
+            )
+        )
     if market.status == MarketStatus.CLOSED:
-        raise MarketClosed(f"Market {market.symbol} is closed.")
+        raise MarketClosed(
+            format_lazy(gettext_lazy("Market {symbol} is closed."), symbol=market.symbol)
+        )
 
 
 def order_request_parse(
@@ -130,36 +148,44 @@ def order_request_parse(
     side = _choice(side, (Side.BUY, Side.SELL), "side")
     order_type = _choice(type, (OrderType.LIMIT, OrderType.MARKET), "type")
     if not isinstance(post_only, bool):
-        raise ValidationFailed("post_only must be true or false.", details={"post_only": "invalid"})
+        raise ValidationFailed(
+            gettext_lazy("post_only must be true or false."), details={"post_only": "invalid"}
+        )
     stp = _choice(stp, SELF_TRADE_CHOICES, "stp", default=SelfTrade.CANCEL_OLDEST)
     lots = quantity_to_lots(market, quantity)
     if order_type == OrderType.LIMIT:
         if price is None:
-            raise ValidationFailed("A limit order needs a price.", details={"price": "required"})
+            raise ValidationFailed(
+                gettext_lazy("A limit order needs a price."), details={"price": "required"}
+            )
         ticks: int | None = price_to_ticks(market, price)
         tif = _choice(time_in_force, TIME_IN_FORCE_CHOICES, "time_in_force", default="GTC")
     else:
         if price is not None:
             raise ValidationFailed(
-                "A market order takes no price.", details={"price": "not_allowed"}
+                gettext_lazy("A market order takes no price."), details={"price": "not_allowed"}
             )
         ticks = None
         tif = _choice(time_in_force, ("IOC", "FOK"), "time_in_force", default="IOC")
         if post_only:
-            raise ValidationFailed("A market order cannot be post-only.")
+            raise ValidationFailed(gettext_lazy("A market order cannot be post-only."))
     if post_only and tif not in ("GTC", "GTD"):
-        raise ValidationFailed("post_only needs time_in_force GTC or GTD.")
+        raise ValidationFailed(gettext_lazy("post_only needs time_in_force GTC or GTD."))
     if tif == TimeInForce.GTD:
         if expire_time is None:
-            raise ValidationFailed("GTD needs expire_time.", details={"expire_time": "required"})
+            raise ValidationFailed(
+                gettext_lazy("GTD needs expire_time."), details={"expire_time": "required"}
+            )
         if expire_time <= timezone.now():
-            raise ValidationFailed("expire_time must be in the future.")
+            raise ValidationFailed(gettext_lazy("expire_time must be in the future."))
     elif expire_time is not None:
-        raise ValidationFailed("expire_time is only for GTD orders.")
+        raise ValidationFailed(gettext_lazy("expire_time is only for GTD orders."))
     if client_order_id is not None and (
         not isinstance(client_order_id, str) or not (1 <= len(client_order_id) <= 64)
     ):
-        raise ValidationFailed("client_order_id must be a string of 1 to 64 characters.")
+        raise ValidationFailed(
+            gettext_lazy("client_order_id must be a string of 1 to 64 characters.")
+        )
     return OrderRequest(
         market=market,
         side=side,
@@ -185,7 +211,9 @@ def buy_hold_units(market: Market, ticks: int, lots: int) -> int:
     rate = max(market.maker_fee_rate, market.taker_fee_rate)
     hold = notional + ledger.fee_for(notional=notional, rate=rate) + lots
     if hold >= MAX_HOLD_UNITS:
-        raise ValidationFailed("The order is too large.", details={"quantity": "too_large"})
+        raise ValidationFailed(
+            gettext_lazy("The order is too large."), details={"quantity": "too_large"}
+        )
     return hold
 
 
@@ -195,11 +223,21 @@ def _protection_ticks(market: Market, side: str) -> int:
     if side == Side.BUY:
         best = state.best_ask_ticks if state else None
         if best is None:
-            raise NoLiquidity(f"No asks in {market.symbol}: a market buy cannot be priced.")
+            raise NoLiquidity(
+                format_lazy(
+                    gettext_lazy("No asks in {symbol}: a market buy cannot be priced."),
+                    symbol=market.symbol,
+                )
+            )
         return best + int((Decimal(best) * band).to_integral_value(rounding="ROUND_FLOOR"))
     best = state.best_bid_ticks if state else None
     if best is None:
-        raise NoLiquidity(f"No bids in {market.symbol}: a market sell cannot be priced.")
+        raise NoLiquidity(
+            format_lazy(
+                gettext_lazy("No bids in {symbol}: a market sell cannot be priced."),
+                symbol=market.symbol,
+            )
+        )
     return max(1, best - int((Decimal(best) * band).to_integral_value(rounding="ROUND_FLOOR")))
 
 
@@ -211,7 +249,10 @@ def _existing_for_client_id(user: User, request: OrderRequest) -> Order | None:
         return None
     if existing.request_fingerprint != request.fingerprint():
         raise DuplicateClientOrderId(
-            f"client_order_id {request.client_order_id!r} was used for a different order.",
+            format_lazy(
+                gettext_lazy("client_order_id {id} was used for a different order."),
+                id=repr(request.client_order_id),
+            ),
             details={"order_id": existing.id},
         )
     return existing
@@ -517,7 +558,13 @@ def order_cancel(*, user: User, order_id: int) -> Order:
     """Journal a cancel for one of the user's open orders (accepted while halted)."""
     order = order_get(user=user, order_id=order_id)
     if order.status not in OPEN_STATUSES:
-        raise OrderNotOpen(f"Order {order.id} is {order.status}: nothing to cancel.")
+        raise OrderNotOpen(
+            format_lazy(
+                gettext_lazy("Order {id} is {status}: nothing to cancel."),
+                id=order.id,
+                status=order.status,
+            )
+        )
     with transaction.atomic(durable=True):
         already = OrderCommand.objects.filter(
             order=order, kind__in=(CommandKind.CANCEL, CommandKind.EXPIRE), seq__isnull=True

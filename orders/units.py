@@ -4,38 +4,52 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation, localcontext
 
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy
+
 from exchange.errors import ValidationFailed
 from exchange.markets.models import Market
 
 MAX_TICKS = 10**12
 
 
+def _not_decimal(field: str) -> object:
+    return format_lazy(gettext_lazy("{field} must be a decimal string."), field=field)
+
+
 def parse_decimal(value: object, field: str) -> Decimal:
     if isinstance(value, float | bool) or value is None:
-        raise ValidationFailed(f"{field} must be a decimal string.", details={field: "invalid"})
+        raise ValidationFailed(_not_decimal(field), details={field: "invalid"})
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation as error:
-        raise ValidationFailed(
-            f"{field} must be a decimal string.", details={field: "invalid"}
-        ) from error
+        raise ValidationFailed(_not_decimal(field), details={field: "invalid"}) from error
     if not number.is_finite():
-        raise ValidationFailed(f"{field} must be finite.", details={field: "invalid"})
+        raise ValidationFailed(
+            format_lazy(gettext_lazy("{field} must be finite."), field=field),
+            details={field: "invalid"},
+        )
     return number
 
 
 def price_to_ticks(market: Market, value: object) -> int:
     price = parse_decimal(value, "price")
     if price <= 0:
-        raise ValidationFailed("price must be positive.", details={"price": "not_positive"})
+        raise ValidationFailed(
+            gettext_lazy("price must be positive."), details={"price": "not_positive"}
+        )
     with localcontext() as context:
         context.prec = 80  # exact division: 28 digits could round an off-tick price onto a tick
         ticks = price / market.tick_size
     if ticks > MAX_TICKS:
-        raise ValidationFailed("price is too large.", details={"price": "too_large"})
+        raise ValidationFailed(gettext_lazy("price is too large."), details={"price": "too_large"})
     if ticks != ticks.to_integral_value():
         raise ValidationFailed(
-            f"price {price} is not a multiple of the tick size {market.tick_size.normalize()}.",
+            format_lazy(
+                gettext_lazy("price {price} is not a multiple of the tick size {tick}."),
+                price=price,
+                tick=market.tick_size.normalize(),
+            ),
             details={"price": "off_tick"},
         )
     return int(ticks)
@@ -44,24 +58,36 @@ def price_to_ticks(market: Market, value: object) -> int:
 def quantity_to_lots(market: Market, value: object) -> int:
     quantity = parse_decimal(value, "quantity")
     if quantity <= 0:
-        raise ValidationFailed("quantity must be positive.", details={"quantity": "not_positive"})
+        raise ValidationFailed(
+            gettext_lazy("quantity must be positive."), details={"quantity": "not_positive"}
+        )
     with localcontext() as context:
         context.prec = 80
         lots = quantity / market.lot_size
     if lots != lots.to_integral_value():
         raise ValidationFailed(
-            f"quantity {quantity} MTok is not a multiple of the lot size "
-            f"{market.lot_size.normalize()} MTok.",
+            format_lazy(
+                gettext_lazy(
+                    "quantity {quantity} MTok is not a multiple of the lot size {lot} MTok."
+                ),
+                quantity=quantity,
+                lot=market.lot_size.normalize(),
+            ),
             details={"quantity": "off_lot"},
         )
     if quantity < market.min_quantity:
         raise ValidationFailed(
-            f"quantity {quantity} MTok is below the minimum "
-            f"{market.min_quantity.normalize()} MTok.",
+            format_lazy(
+                gettext_lazy("quantity {quantity} MTok is below the minimum {minimum} MTok."),
+                quantity=quantity,
+                minimum=market.min_quantity.normalize(),
+            ),
             details={"quantity": "below_minimum"},
         )
     if lots > 10**12:
-        raise ValidationFailed("quantity is too large.", details={"quantity": "too_large"})
+        raise ValidationFailed(
+            gettext_lazy("quantity is too large."), details={"quantity": "too_large"}
+        )
     return int(lots)
 
 

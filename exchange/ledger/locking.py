@@ -11,6 +11,11 @@ refused, ``InsufficientFunds`` is raised and the caller's savepoint undoes the o
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy
+
 from exchange.db import server_bound_cursor
 from exchange.errors import InsufficientFunds, ValidationFailed
 from exchange.ledger.models import Account
@@ -54,7 +59,19 @@ def balances_move(deltas: dict[int, list[int]]) -> None:
 
 
 def _human(asset: str, amount: int) -> str:
-    return amount_display(asset, amount) if is_currency(asset) else f"{amount} tokens"
+    """Money in its currency, tokens in MTok: the unit every public surface speaks."""
+    if is_currency(asset):
+        return amount_display(asset, amount)
+    return f"{Decimal(amount).scaleb(-6).normalize():f} MTok"
+
+
+# The bucket is a word of the sentence, so each has its own translatable text.
+_SHORT = {
+    "available": gettext_lazy(
+        "Insufficient available {asset}: you have {balance}, this needs {required}."
+    ),
+    "held": gettext_lazy("Insufficient held {asset}: {balance} held, {required} to release."),
+}
 
 
 def _refuse(deltas: dict[int, list[int]], refused: list[int]) -> None:
@@ -70,7 +87,12 @@ def _refuse(deltas: dict[int, list[int]], refused: list[int]) -> None:
     )
     asset = account.asset_id
     raise InsufficientFunds(
-        f"Insufficient {bucket} {asset}: {_human(asset, balance)} < {_human(asset, -change)}.",
+        format_lazy(
+            _SHORT[bucket],
+            asset=asset,
+            balance=_human(asset, balance),
+            required=_human(asset, -change),
+        ),
         details={
             "asset": asset,
             "bucket": bucket,
