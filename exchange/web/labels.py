@@ -4,16 +4,17 @@ with your own order", not "cancelled (stp)"."""
 
 from __future__ import annotations
 
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
+# "order status" context: "Open" is also a market's status, translated differently.
 ORDER_STATUSES = {
-    "pending": _("Pending"),
-    "open": _("Open"),
-    "partially_filled": _("Partially filled"),
-    "filled": _("Filled"),
-    "cancelled": _("Cancelled"),
-    "rejected": _("Rejected"),
+    "pending": pgettext_lazy("order status", "Pending"),
+    "open": pgettext_lazy("order status", "Open"),
+    "partially_filled": pgettext_lazy("order status", "Partially filled"),
+    "filled": pgettext_lazy("order status", "Filled"),
+    "cancelled": pgettext_lazy("order status", "Cancelled"),
+    "rejected": pgettext_lazy("order status", "Rejected"),
 }
 
 # The engine's reasons (exchange.engine: cancel and reject events) and the runner's "expired".
@@ -55,4 +56,6 @@ def script_labels() -> dict[str, object]:
         "fill_buy": gettext("Filled: bought {quantity} MTok at {price}."),
         "fill_sell": gettext("Filled: sold {quantity} MTok at {price}."),
         "spread": gettext("spread"),
+        "maker": gettext("maker"),
+        "taker": gettext("taker"),
     }

@@ -35,10 +35,11 @@ def test_quantity_has_the_lot_decimals(value, expected) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("1000.00000000", "1,000.00"), ("15.015", "15.015"), ("0.00000001", "0.00000001"),
-     ("-984.985", "-984.985"), ("1234567.5", "1,234,567.50")],
+    [("1000.00000000", "1,000.00"), ("15.015", "15.02"), ("0.025", "0.02"), ("0.035", "0.04"),
+     ("983.96798", "983.97"), ("-984.985", "-984.98"), ("1234567.5", "1,234,567.50")],
 )  # fmt: skip
-def test_money_has_the_currency_decimals_and_keeps_exact_fees(value, expected) -> None:
+def test_money_has_the_currency_decimals_rounded_half_to_even(value, expected) -> None:
+    # half to even, as format.js asks Intl to round (roundingMode "halfEven")
     assert web.money(value, "CNY") == expected
 
 

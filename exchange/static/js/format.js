@@ -2,16 +2,13 @@
 // digits as the server's template filters (exchange/web/templatetags/web.py):
 //   price    — the market's tick decimals                   price("12", 2)        → "12.00"
 //   quantity — the market's lot decimals (MTok)             quantity("13.2", 3)   → "13.200"
-//   money    — the currency's decimals, more only when the exact amount has them (fees are kept
-//              to the ledger unit)                          money("1234.5", "CNY") → "1,234.50"
+//   money    — the currency's decimals, half to even        money("1234.5", "CNY") → "1,234.50"
 //   tokens   — whole tokens                                 tokens("2000000")     → "2,000,000"
 //   percent  — signed, two decimals                         percent("-1.5")       → "-1.50%"
 // Values go in as decimal strings: Intl formats strings exactly, never through a float.
 
 const lang = document.documentElement.lang || "en";
 const cache = new Map();
-// Ledger unit of every quote currency (exchange/markets/currencies.py).
-const LEDGER_DECIMALS = 8;
 export const EMPTY = "—";
 
 function formatter(minDecimals, maxDecimals, extra = {}) {
@@ -21,6 +18,7 @@ function formatter(minDecimals, maxDecimals, extra = {}) {
     value = new Intl.NumberFormat(lang, {
       minimumFractionDigits: minDecimals,
       maximumFractionDigits: Math.max(minDecimals, maxDecimals),
+      roundingMode: "halfEven", // as babel rounds on the server
       ...extra,
     });
     cache.set(key, value);
@@ -57,7 +55,8 @@ export function currencyDecimals(currency) {
 }
 
 export function money(text, currency) {
-  return number(text, currencyDecimals(currency), LEDGER_DECIMALS);
+  const decimals = currencyDecimals(currency);
+  return number(text, decimals, decimals);
 }
 
 export function tokens(text) {

@@ -208,7 +208,7 @@ function renderDepth(bids, asks) {
     const d = 2n * t - (low + high);
     return (d < 0n ? -d : d) > widest ? (d < 0n ? -d : d) : widest;
   }, 0n) / 2n;
-  const half = reach + reach / 10n + 2n;
+  const half = reach + reach / 4n + 2n;
   const base = (low + high) / 2n - half > 0n ? (low + high) / 2n - half : 0n;
   if (base !== depthBase) {
     depthBase = base;
@@ -400,7 +400,7 @@ function updateForm() {
   setText("pv-notional", prefix + formatMoney(D.toText(notional)));
   setText("pv-fee", prefix + formatMoney(D.toText(fee)));
   setText("pv-total", prefix + formatMoney(D.toText(total)));
-  setText("pv-fee-rate", `${taker ? "taker" : "maker"} ${D.toText(D.mul(rate, "100"))}%`);
+  setText("pv-fee-rate", `${taker ? labels.taker : labels.maker} ${D.toText(D.mul(rate, "100"))}%`);
 }
 
 function percentOfBalance(pct) {

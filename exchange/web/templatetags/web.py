@@ -3,8 +3,8 @@ number (price, quantity, money, tokens, percent) and for times.
 
 The browser formats the same kinds through ``exchange/static/js/format.js`` (``Intl``); both
 follow the page's language and show the same digits: a price with its market's tick decimals, a
-quantity with its lot decimals, money with the currency's decimals (more only when the exact
-amount has them: fees are kept to the ledger unit), thousands separators everywhere.
+quantity with its lot decimals, money with the currency's decimals, thousands separators
+everywhere. Prices and quantities are never rounded (an off-tick average keeps its digits).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from django import template
 from django.utils import dateformat, timezone
 from django.utils.translation import get_language, to_locale
 
-from exchange.ledger.units import MTOK_DECIMALS, display_decimals, is_currency
+from exchange.ledger.units import MTOK_DECIMALS, is_currency
 from exchange.marketdata.selectors import ticker_get
 from exchange.markets.models import Market
 from exchange.web.labels import cancel_reason_text, order_status_text
@@ -86,8 +86,9 @@ def currency_decimals(currency: str) -> int:
 
 @register.filter
 def money(value: Any, currency: str) -> str:
-    """An amount of a currency: its usual decimals, more only when the exact amount has them."""
-    return format_number(value, currency_decimals(currency), display_decimals(currency))
+    """An amount of a currency with exactly its usual decimals (CNY 2), rounded half to even as
+    the browser's formatter is told to; exact amounts are in the statement's CSV."""
+    return format_number(value, currency_decimals(currency))
 
 
 @register.filter
