@@ -246,13 +246,32 @@ def test_every_page_renders_without_console_errors(server, browser, market, make
         assert response.status == 200, path
         page.wait_for_load_state("networkidle")
         shot(page, name)
-    phone, phone_console = new_page(browser, width=390, height=844)
-    phone.goto(f"{server}/trade/{SYMBOL}/")
-    phone.wait_for_load_state("networkidle")
-    width = phone.evaluate("document.documentElement.scrollWidth")
-    shot(phone, "trade-phone")
-    phone.goto(server + "/")
-    shot(phone, "markets-phone")
-    assert width <= 390, f"the trade page scrolls sideways on a phone ({width}px)"
     console.assert_clean()
+    # On a 390 px phone no page scrolls sideways, logged out or in (a provider sees every page).
+    phone, phone_console = new_page(browser, width=390, height=844)
+    pages = [
+        ("/", "markets-phone"), ("/accounts/signup/", "signup-phone"),
+        ("/accounts/login/", "login-phone"), (f"/trade/{SYMBOL}/", "trade-phone"),
+    ]  # fmt: skip
+    for path, name in pages:
+        phone.goto(server + path)
+        phone.wait_for_load_state("networkidle")
+        shot(phone, name)
+        width = phone.evaluate("() => document.scrollingElement.scrollWidth")
+        assert width <= 390, f"{path} scrolls sideways on a phone ({width}px)"
+    log_in(phone, server, "both@example.com")
+    pages = [
+        (f"/trade/{SYMBOL}/", "trade-phone-logged-in"), ("/provider/", "provider-phone"),
+        ("/portfolio/", "portfolio-phone"), ("/accounts/profile/", "profile-phone"),
+        ("/accounts/api-keys/", "api-keys-phone"), ("/funding/deposits/", "deposits-phone"),
+        ("/funding/payouts/", "payouts-phone"),
+    ]  # fmt: skip
+    for path, name in pages:
+        phone.goto(server + path)
+        phone.wait_for_load_state("networkidle")
+        shot(phone, name)
+        width = phone.evaluate("() => document.scrollingElement.scrollWidth")
+        assert width <= 390, f"{path} scrolls sideways on a phone ({width}px)"
+        header = phone.locator("header.topbar").bounding_box()
+        assert header["height"] < 70, f"the header of {path} wraps ({header['height']}px)"
     phone_console.assert_clean()
