@@ -159,6 +159,66 @@ _CHECKS: list[tuple[str, str]] = [
          ORDER BY p.id
         """,
     ),
+    # --- delivery escrow (exchange.delivery.escrow): the lots behind the ESCROW accounts ----
+    (
+        "escrow account differs from its lots' outstanding escrow",
+        """
+        SELECT c.currency, COALESCE(a.available, 0), COALESCE(l.outstanding, 0)
+          FROM (SELECT DISTINCT quote_currency AS currency FROM markets_market
+                UNION SELECT asset_id FROM ledger_account WHERE system = 'escrow') c
+          LEFT JOIN ledger_account a
+                 ON a.owner_id IS NULL AND a.system = 'escrow' AND a.asset_id = c.currency
+          LEFT JOIN (
+                SELECT m.quote_currency AS currency,
+                       SUM(l.escrow_units - l.released_units - l.credited_units - l.moved_units)
+                           AS outstanding
+                  FROM delivery_escrow_lot l JOIN markets_market m ON m.id = l.market_id
+                 GROUP BY m.quote_currency
+          ) l ON l.currency = c.currency
+         WHERE COALESCE(a.available, 0) <> COALESCE(l.outstanding, 0)
+         ORDER BY c.currency
+        """,
+    ),
+    (
+        "lot breaks its token identity or has negative escrow",
+        """
+        SELECT id, bought_tokens, delivered_tokens, credited_tokens, unconsumed_tokens,
+               moved_tokens, reserved_tokens,
+               escrow_units - released_units - credited_units - moved_units
+          FROM delivery_escrow_lot
+         WHERE delivered_tokens + credited_tokens + unconsumed_tokens + moved_tokens
+               + reserved_tokens > bought_tokens
+            OR LEAST(delivered_tokens, credited_tokens, unconsumed_tokens, moved_tokens,
+                     reserved_tokens) < 0
+            OR escrow_units - released_units - credited_units - moved_units < 0
+            OR released_units > earned_units
+            OR (closed_at IS NOT NULL
+                AND (delivered_tokens + credited_tokens + unconsumed_tokens + moved_tokens
+                         <> bought_tokens
+                     OR escrow_units <> released_units + credited_units + moved_units))
+            OR earned_units + credited_units + moved_units <> div(
+                   escrow_units::numeric
+                       * (delivered_tokens + credited_tokens + unconsumed_tokens + moved_tokens),
+                   bought_tokens)
+         ORDER BY id
+        """,
+    ),
+    (
+        "lot's reserved tokens differ from its open reservations",
+        """
+        SELECT l.id, l.reserved_tokens, COALESCE(r.tokens, 0)
+          FROM delivery_escrow_lot l
+          LEFT JOIN (
+                SELECT p.lot_id, SUM(p.tokens) AS tokens
+                  FROM delivery_escrow_reservationpart p
+                  JOIN delivery_escrow_reservation r ON r.id = p.reservation_id
+                 WHERE r.status = 'open'
+                 GROUP BY p.lot_id
+          ) r ON r.lot_id = l.id
+         WHERE l.reserved_tokens <> COALESCE(r.tokens, 0)
+         ORDER BY l.id
+        """,
+    ),
 ]
 
 

@@ -8,7 +8,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from exchange.ledger.models import LedgerTransaction
+from exchange.delivery.escrow.models import Lot
+from exchange.delivery.escrow.services import lots_expire_due
+from exchange.ledger.models import Account, LedgerTransaction, SystemAccount
 from exchange.markets.models import MarketStatus
 from exchange.runner.embedded import inline_process
 from exchange.runner.loop import expire_due_orders
@@ -16,6 +18,11 @@ from orders.models import Order, OrderCommand, Trade
 from tests.orders.conftest import CNY, SYMBOL, balance, place
 
 pytestmark = pytest.mark.django_db
+
+
+def escrow_balance(currency: str) -> int:
+    account = Account.objects.filter(system=SystemAccount.ESCROW, asset_id=currency).first()
+    return account.available if account else 0
 
 
 def test_limit_orders_cross_at_the_makers_price_with_fees_in_the_ledger(
@@ -42,18 +49,29 @@ def test_limit_orders_cross_at_the_makers_price_with_fees_in_the_ledger(
     # buyer: 100 - 12 - 0.024, the unused part of the hold (priced at 8.10) released
     assert balance(buyer.user, "CNY") == (8_797_600_000, 0)
     assert balance(buyer.user, SYMBOL) == (1_500_000, 0)
-    # seller: 12 - 0.012 maker fee; 0.5 MTok still held by the resting ask
-    assert balance(seller.user, "CNY") == (1_198_800_000, 0)
+    # seller: a primary sale in a deliverable market pays escrow, not the seller (yet); 0.5 MTok
+    # still held by the resting ask
+    assert balance(seller.user, "CNY") == (0, 0)
+    assert escrow_balance("CNY") == 12 * CNY
     assert balance(seller.user, SYMBOL) == (3_000_000, 500_000)
 
     ask_now = seller.get(f"/api/v1/orders/{ask['id']}").json()
     assert ask_now["status"] == "partially_filled"
     assert ask_now["filled_quantity"] == "1.5"
-    assert ask_now["fee"] == "0.012"
+    assert ask_now["fee"] == "0"  # the seller fee is taken when escrow is released
     assert ask_now["fills"][0]["liquidity"] == "maker"
 
     trade = Trade.objects.get()
-    assert (trade.notional, trade.buyer_fee, trade.seller_fee) == (12 * CNY, 2_400_000, 1_200_000)
+    assert (trade.notional, trade.buyer_fee, trade.seller_fee) == (12 * CNY, 2_400_000, 0)
+    lot = Lot.objects.get()
+    assert (lot.holder_id, lot.provider_id, lot.bought_tokens, lot.escrow_units) == (
+        buyer.user.id, seller.user.id, 1_500_000, 12 * CNY
+    )  # fmt: skip
+    assert lot.seller_fee_rate == Decimal("0.001")  # the maker rate
+    # take-or-pay: once the lot expires unconsumed, the seller gets 12 − 0.012 maker fee
+    lots_expire_due(now=lot.expires_at + timedelta(seconds=1))
+    assert balance(seller.user, "CNY") == (1_198_800_000, 0)
+    assert escrow_balance("CNY") == 0
 
 
 def test_price_time_priority_and_partial_fills_across_levels(market, trader, fund) -> None:
@@ -358,10 +376,11 @@ def test_fills_endpoint_lists_my_trades(market, trader, fund) -> None:
     )
     assert fills[0]["fee"] == "0.004"
     seller_fill = seller.get("/api/v1/fills").json()["results"][0]
+    # a primary sale: the seller's fee is taken from escrow as it is released, not at the fill
     assert (seller_fill["side"], seller_fill["liquidity"], seller_fill["fee"]) == (
         "sell",
         "maker",
-        "0.002",
+        "0",
     )
 
 
@@ -453,8 +472,11 @@ def test_fee_rates_changed_on_a_live_market_apply_to_new_orders_only(market, tra
     ask = place(seller, side="sell", price="8.00", quantity="1")
     assert ask["status"] == "filled"
     assert buyer.get(f"/api/v1/orders/{bid['id']}").json()["fee"] == "0.008"  # its own 0.1%
-    assert ask["fee"] == "0.048"  # the new taker rate, 0.6% of 8
+    assert ask["fee"] == "0"  # a primary sale: taken from escrow when released
+    assert Lot.objects.get().seller_fee_rate == Decimal("0.006")  # the new taker rate
     assert balance(buyer.user, "CNY") == (100 * CNY - 8 * CNY - 800_000, 0)
+    lots_expire_due(now=timezone.now() + timedelta(days=31))
+    assert balance(seller.user, "CNY") == (8 * CNY - 4_800_000, 0)  # 0.6% of 8
 
 
 def test_absurd_prices_are_refused_not_500(market, trader, fund) -> None:

@@ -13,13 +13,11 @@ ledger balance (as every escrow service does), so nothing deadlocks with reserva
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from exchange.db import array_param, server_bound_cursor
-from exchange.delivery.escrow.models import Lot
-from exchange.runner.sql import rows_insert, rows_update
 
 # A primary sale whose seller has no capacity listing in the market (tokens from a staff
 # adjustment, a benchmark) still needs an expiry for take-or-pay.
@@ -73,29 +71,82 @@ class LotPlan:
     shrunk: list[_OpenLot] = field(default_factory=list)
 
 
+_DRAWN = "l.delivered_tokens + l.credited_tokens + l.unconsumed_tokens + l.moved_tokens"
+_FREE = f"l.bought_tokens - ({_DRAWN}) - l.reserved_tokens"
 _LOT_COLUMNS = (
-    "id, provider_id, price_ticks, seller_fee_rate, expires_at, bought_tokens, escrow_units, "
-    "reserved_tokens, delivered_tokens + credited_tokens + unconsumed_tokens + moved_tokens, "
-    "moved_tokens, moved_units, earned_units, released_units, holder_id"
+    "l.id, l.provider_id, l.price_ticks, l.seller_fee_rate, l.expires_at, l.bought_tokens, "
+    f"l.escrow_units, l.reserved_tokens, {_DRAWN}, l.moved_tokens, l.moved_units, "
+    "l.earned_units, l.released_units, l.holder_id"
 )
 
 
-def _sellers_lots(market_id: int, sellers: list[int]) -> dict[int, list[_OpenLot]]:
-    placeholder, value = array_param(sellers, "bigint")
+# Only the lots a batch can draw on are locked: per seller, its open lots in FIFO order up to
+# the tokens it sells in the batch (a window over the free tokens). The window is read from the
+# statement's snapshot; the locked rows are re-read as of the lock (READ COMMITTED), so a lot a
+# reservation drew on meanwhile is seen as it is now, and a seller whose locked lots then fall
+# short is read again in full (``_sellers_lots_all``).
+_LOTS_NEEDED = f"""
+WITH need AS MATERIALIZED (
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS n(holder_id, tokens)
+), ranked AS MATERIALIZED (
+    SELECT l.id, l.holder_id, {_FREE} AS free,
+           SUM({_FREE}) OVER (PARTITION BY l.holder_id ORDER BY l.expires_at, l.id)
+               - ({_FREE}) AS before
+      FROM delivery_escrow_lot l
+     WHERE l.market_id = %s AND l.holder_id IN (SELECT holder_id FROM need)
+       AND l.closed_at IS NULL AND {_FREE} > 0
+)
+SELECT {_LOT_COLUMNS}, r.free FROM delivery_escrow_lot l
+  JOIN ranked r ON r.id = l.id
+  JOIN need n ON n.holder_id = l.holder_id
+ WHERE r.before < n.tokens
+ ORDER BY l.id FOR UPDATE OF l
+"""  # noqa: S608 (constant columns)
+
+
+def _lots_read(
+    sql: str, params: list[Any], stale: set[int] | None = None
+) -> dict[int, list[_OpenLot]]:
+    """Open lots by holder, FIFO by expiry. With ``stale``, rows carry their free tokens as of
+    the snapshot, and holders whose lots have fewer free tokens now are added to it."""
     with server_bound_cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_LOT_COLUMNS} FROM delivery_escrow_lot "  # noqa: S608 (constant columns)
-            f"WHERE market_id = %s AND holder_id = ANY({placeholder}) AND closed_at IS NULL "
-            "ORDER BY id FOR UPDATE",
-            [market_id, value],
-        )
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     lots: dict[int, list[_OpenLot]] = {}
     for row in rows:
-        lots.setdefault(row[-1], []).append(_OpenLot(*row[:-1]))
+        if stale is not None:
+            *row, snapshot_free = row
+            lot = _OpenLot(*row[:-1])
+            if lot.bought - lot.drawn - lot.reserved < snapshot_free:
+                stale.add(row[-1])
+        else:
+            lot = _OpenLot(*row[:-1])
+        lots.setdefault(row[-1], []).append(lot)
     for held in lots.values():
         held.sort(key=lambda lot: (lot.expires_at, lot.id))  # FIFO by expiry
     return lots
+
+
+def _sellers_lots(market_id: int, needs: dict[int, int]) -> dict[int, list[_OpenLot]]:
+    """Lock and read the open lots the sellers (id → tokens sold) can draw on."""
+    sellers = sorted(needs)
+    holder_ids = array_param(sellers, "bigint")[1]  # integer arrays: %s::bigint[]
+    tokens = array_param([needs[seller] for seller in sellers], "bigint")[1]
+    stale: set[int] = set()
+    lots = _lots_read(_LOTS_NEEDED, [holder_ids, tokens, market_id], stale)
+    if stale:  # a reservation drew on them meanwhile: the window may be too short now
+        lots.update(_sellers_lots_all(market_id, sorted(stale)))
+    return lots
+
+
+def _sellers_lots_all(market_id: int, sellers: list[int]) -> dict[int, list[_OpenLot]]:
+    placeholder, value = array_param(sellers, "bigint")
+    return _lots_read(
+        f"SELECT {_LOT_COLUMNS} FROM delivery_escrow_lot l "  # noqa: S608 (constant columns)
+        f"WHERE l.market_id = %s AND l.holder_id = ANY({placeholder}) AND l.closed_at IS NULL "
+        "ORDER BY l.id FOR UPDATE",
+        [market_id, value],
+    )
 
 
 def _listing_ends(market_id: int, sell_order_ids: list[int]) -> dict[int, datetime | None]:
@@ -122,7 +173,11 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
     plan = LotPlan(escrow=[0] * len(sales))
     if not sales:
         return plan
-    lots = _sellers_lots(market_id, sorted({sale.seller_id for sale in sales}))
+    needs: dict[int, int] = {}
+    for sale in sales:
+        needs[sale.seller_id] = needs.get(sale.seller_id, 0) + sale.tokens
+    lots = _sellers_lots(market_id, needs)
+    children: dict[tuple[int, int, int, Decimal, datetime], list[int]] = {}
     primary_orders: list[int] = []
     primary: list[tuple[int, int, int]] = []  # (trade index, primary tokens, escrow units)
     for index, sale in enumerate(sales):
@@ -142,10 +197,16 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
             lot.moved_units += value
             lot.changed = True
             need -= take
-            plan.new.append(
-                (index, sale.buyer_id, lot.provider_id, lot.id, lot.price_ticks,
-                 lot.seller_fee_rate, lot.expires_at, take, value)
-            )  # fmt: skip
+            # Lots alike (provider, price, fee rate, expiry) move as ONE child lot: a resale
+            # drawing on many small lots would otherwise multiply the rows. The child names
+            # the first of them as its parent.
+            alike = (index, lot.provider_id, lot.price_ticks, lot.seller_fee_rate, lot.expires_at)
+            child = children.get(alike)
+            if child is None:
+                children[alike] = [lot.id, take, value]
+            else:
+                child[1] += take
+                child[2] += value
         if need:
             # the seller's own capacity: its share of the notional (floor; the reseller's part
             # gets the rounding) goes to escrow
@@ -153,6 +214,10 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
             plan.escrow[index] = units
             primary.append((index, need, units))
             primary_orders.append(sale.sell_order_id)
+    for (index, provider, price, rate, expires), (parent, tokens, units) in children.items():
+        plan.new.append(
+            (index, sales[index].buyer_id, provider, parent, price, rate, expires, tokens, units)
+        )
     if primary:
         ends = _listing_ends(market_id, primary_orders)
         for index, tokens, units in primary:
@@ -166,55 +231,87 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
     return plan
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exact (integer arrays travel as one cheap literal)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# Integer arrays only (each one a single literal, see ``exchange.db.array_param``): the fee
+# rate travels as text, times as microseconds; zero counters come from constants.
+_LOTS_INSERT = """
+INSERT INTO delivery_escrow_lot (
+    holder_id, market_id, provider_id, trade_id, parent_id, price_ticks, seller_fee_rate,
+    expires_at, bought_tokens, escrow_units, reserved_tokens, delivered_tokens,
+    credited_tokens, unconsumed_tokens, moved_tokens, earned_units, released_units, fee_units,
+    credited_units, moved_units, created_at)
+SELECT v.holder_id, %s, v.provider_id, v.trade_id, v.parent_id, v.price_ticks,
+       v.seller_fee_rate::numeric, 'epoch'::timestamptz + v.expires * interval '1 microsecond',
+       v.tokens, v.units, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, %s
+  FROM unnest({arrays}) AS v(holder_id, provider_id, trade_id, parent_id, price_ticks,
+                             seller_fee_rate, expires, tokens, units)
+"""
+
+_LOTS_SHRINK = """
+UPDATE delivery_escrow_lot AS l
+   SET moved_tokens = v.moved_tokens, moved_units = v.moved_units,
+       closed_at = CASE WHEN v.closing = 1 THEN %s::timestamptz END
+  FROM unnest({arrays}) AS v(id, moved_tokens, moved_units, closing)
+ WHERE l.id = v.id
+"""
+
+
+def _execute(sql: str, constants: list[Any], columns: list[tuple[list[Any], str]]) -> None:
+    params = [array_param(values, sql_type) for values, sql_type in columns]
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            sql.format(arrays=", ".join(placeholder for placeholder, _ in params)),
+            [*constants, *(value for _, value in params)],
+        )
+
+
 def trade_lots_write(*, plan: LotPlan, market_id: int, trade_ids: list[int], now: Any) -> None:
     """Insert the planned lots (naming their trades) and update the lots that shrank; a lot
     that gave away its last token with nothing left to pay is closed."""
     if plan.new:
-        rows_insert(
-            Lot,
+        rows = plan.new
+        _execute(
+            _LOTS_INSERT,
+            [market_id, now],
             [
-                ("holder_id", "bigint"),
-                ("market_id", "bigint"),
-                ("provider_id", "bigint"),
-                ("trade_id", "bigint"),
-                ("parent_id", "bigint"),
-                ("price_ticks", "bigint"),
-                ("seller_fee_rate", "numeric"),
-                ("expires_at", "timestamptz"),
-                ("bought_tokens", "bigint"),
-                ("escrow_units", "bigint"),
-                ("reserved_tokens", "bigint"),
-                ("delivered_tokens", "bigint"),
-                ("credited_tokens", "bigint"),
-                ("unconsumed_tokens", "bigint"),
-                ("moved_tokens", "bigint"),
-                ("earned_units", "bigint"),
-                ("released_units", "bigint"),
-                ("fee_units", "bigint"),
-                ("credited_units", "bigint"),
-                ("moved_units", "bigint"),
-                ("created_at", "timestamptz"),
+                ([row[1] for row in rows], "bigint"),
+                ([row[2] for row in rows], "bigint"),
+                ([trade_ids[row[0]] for row in rows], "bigint"),
+                ([row[3] for row in rows], "bigint"),
+                ([row[4] for row in rows], "bigint"),
+                ([str(row[5]) for row in rows], "text"),
+                ([_micros(row[6]) for row in rows], "bigint"),
+                ([row[7] for row in rows], "bigint"),
+                ([row[8] for row in rows], "bigint"),
             ],
-            [
-                (holder, market_id, provider, trade_ids[index], parent, price, rate, expires,
-                 tokens, units, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, now)
-                for index, holder, provider, parent, price, rate, expires, tokens, units
-                in plan.new
-            ],
-        )  # fmt: skip
+        )
     if plan.shrunk:
-        rows_update(
-            Lot,
-            [("moved_tokens", "bigint"), ("moved_units", "bigint"), ("closed_at", "timestamptz")],
+        lots = plan.shrunk
+        _execute(
+            _LOTS_SHRINK,
+            [now],
             [
+                ([lot.id for lot in lots], "bigint"),
+                ([lot.moved_tokens for lot in lots], "bigint"),
+                ([lot.moved_units for lot in lots], "bigint"),
                 (
-                    lot.id,
-                    lot.moved_tokens,
-                    lot.moved_units,
-                    now
-                    if lot.drawn == lot.bought and not lot.reserved and lot.earned == lot.released
-                    else None,
-                )
-                for lot in plan.shrunk
+                    [
+                        int(
+                            lot.drawn == lot.bought
+                            and not lot.reserved
+                            and lot.earned == lot.released
+                        )
+                        for lot in lots
+                    ],
+                    "bigint",
+                ),
             ],
         )

@@ -35,11 +35,18 @@ class Lot(models.Model):
     provider = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
     )
+    # Every index costs each of the runner's lot inserts: trades and parents are never deleted,
+    # so their foreign keys go unindexed.
     trade = models.ForeignKey(
         "orders.Trade", on_delete=models.PROTECT, related_name="+", db_index=False
     )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        db_index=False,
     )
     price_ticks = models.BigIntegerField(help_text="The escrow price (the primary trade's).")
     seller_fee_rate = models.DecimalField(
@@ -116,6 +123,8 @@ class Lot(models.Model):
                 name="lot_closed_settled",
             ),
         ]
+        # Every index costs each of the runner's lot inserts: only the open lots and the lots
+        # owing the provider are indexed beyond the key.
         indexes = [
             # a holder's open lots in a market, earliest expiry first (runner, reservations)
             models.Index(
@@ -134,9 +143,6 @@ class Lot(models.Model):
                 condition=Q(earned_units__gt=F("released_units")),
                 name="lot_unreleased_idx",
             ),
-            models.Index(fields=["provider", "market", "-id"], name="lot_provider_idx"),
-            models.Index(fields=["holder", "-id"], name="lot_holder_idx"),
-            models.Index(fields=["trade"], name="lot_trade_idx"),
         ]
 
     def __str__(self) -> str:

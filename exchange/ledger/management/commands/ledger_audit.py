@@ -8,7 +8,9 @@ from exchange.ledger.selectors import audit_run
 class Command(BaseCommand):
     help = (
         "Recompute every balance from the postings; check that each transaction and each asset "
-        "sums to zero and that no user balance is negative. Exits non-zero on any mismatch."
+        "sums to zero and that no user balance is negative; that each escrow account equals its "
+        "lots' outstanding escrow and every lot keeps its token identity with no negative "
+        "escrow. Exits non-zero on any mismatch."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
