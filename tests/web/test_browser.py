@@ -275,3 +275,45 @@ def test_every_page_renders_without_console_errors(server, browser, market, make
         header = phone.locator("header.topbar").bounding_box()
         assert header["height"] < 70, f"the header of {path} wraps ({header['height']}px)"
     phone_console.assert_clean()
+
+
+def test_the_browser_formats_numbers_as_the_server_does(server, browser, market):
+    """format.js (Intl) and the template filters (babel) give the same text for each kind."""
+    from django.utils import translation
+
+    from exchange.web.templatetags import web
+
+    cases = [
+        ("price", "12"), ("price", "8.125"), ("price", "1234.5"), ("quantity", "13.2"),
+        ("quantity", "2500"), ("quantity", "0.000001"), ("money", "15.015"),
+        ("money", "0.025"), ("money", "1234567.5"), ("money", "-984.985"),
+        ("percent", "1.5"), ("percent", "-0.25"), ("percent", "0"), ("tokens", "2000000"),
+    ]  # fmt: skip
+    page, console = new_page(browser)
+    for language in ("en", "zh-hans"):
+        page.goto(f"{server}/trade/{SYMBOL}/")
+        if language != "en":
+            page.locator("[data-testid=lang-zh]").click()
+        page.wait_for_load_state("networkidle")
+        shown = page.evaluate(
+            """async (cases) => {
+                const f = await import("/static/js/format.js");
+                const call = {
+                    price: (v) => f.price(v, 2), quantity: (v) => f.quantity(v, 3),
+                    money: (v) => f.money(v, "CNY"), percent: f.percent, tokens: f.tokens,
+                };
+                return cases.map(([kind, value]) => call[kind](value));
+            }""",
+            cases,
+        )
+        with translation.override(language):
+            server_side = {
+                "price": lambda v: web.price(v, market),
+                "quantity": lambda v: web.quantity(v, market),
+                "money": lambda v: web.money(v, "CNY"),
+                "percent": web.percent,
+                "tokens": web.thousands,
+            }
+            expected = [server_side[kind](value) for kind, value in cases]
+        assert shown == expected, language
+    console.assert_clean()
