@@ -112,6 +112,7 @@ class HealthSample(models.Model):
 class EventKind(models.TextChoices):
     DEADMAN_TRIPPED = "deadman_tripped", "Asks cancelled: endpoint down"
     RECOVERED = "recovered", "Endpoint healthy again"
+    REMOVED = "removed", "Asks cancelled: endpoint removed"
 
 
 class EndpointEvent(models.Model):

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Profile, User
@@ -112,20 +112,25 @@ def endpoint_create(
         )
     _check(url, api_key, model_id)  # network I/O: before the transaction
     now = timezone.now()
-    with transaction.atomic(durable=True):
-        if Endpoint.objects.select_for_update().filter(provider=user, market=market).exists():
-            raise EndpointExists(f"You already have an endpoint for {market.symbol}.")
-        endpoint = Endpoint.objects.create(
-            provider=user,
-            market=market,
-            base_url=url,
-            api_key_ciphertext=secret_encrypt(api_key),
-            model_id=model_id,
-            concurrency_limit=concurrency_limit,
-            status=HealthStatus.HEALTHY,
-            last_checked_at=now,
-            last_success_at=now,
-        )
+    try:
+        with transaction.atomic(durable=True):
+            endpoint = Endpoint.objects.create(
+                provider=user,
+                market=market,
+                base_url=url,
+                api_key_ciphertext=secret_encrypt(api_key),
+                model_id=model_id,
+                concurrency_limit=concurrency_limit,
+                status=HealthStatus.HEALTHY,
+                last_checked_at=now,
+                last_success_at=now,
+            )
+    except IntegrityError:
+        # A concurrent registration for the same market won (unique provider and market).
+        raise EndpointExists(
+            f"You already have an endpoint for {market.symbol}; change it instead.",
+            details={"market": market.symbol},
+        ) from None
     logger.info("endpoint %s registered by provider %s for %s", endpoint.id, user.pk, market)
     return endpoint
 
@@ -179,7 +184,7 @@ def endpoint_delete(*, user: User, endpoint_id: int) -> list[int]:
         EndpointEvent.objects.create(
             provider=user,
             market=market,
-            kind=EventKind.DEADMAN_TRIPPED,
+            kind=EventKind.REMOVED,
             message=(
                 f"You removed your endpoint for {market.symbol}: your {len(cancelled)} open "
                 "ask(s) there were cancelled."

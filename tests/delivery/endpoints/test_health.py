@@ -282,3 +282,36 @@ def test_deleting_the_endpoint_cancels_the_asks(client_for, market, upstream) ->
     assert response.json() == {"deleted": endpoint.id, "cancelled_order_ids": [ask.id]}
     ask.refresh_from_db()
     assert ask.status == OrderStatus.CANCELLED
+    event = EndpointEvent.objects.get()
+    assert (event.kind, event.cancelled_order_ids) == (EventKind.REMOVED, [ask.id])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registrations_for_one_market_store_one(make_user, market, upstream) -> None:
+    import threading
+
+    from django.db import connection
+
+    from exchange.delivery.endpoints.errors import EndpointExists
+
+    provider = make_user(role="provider")
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def register_one() -> None:
+        barrier.wait()
+        try:
+            register(provider, market, upstream)
+            outcomes.append("created")
+        except EndpointExists:
+            outcomes.append("exists")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=register_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["created", "exists", "exists", "exists"]
+    assert Endpoint.objects.count() == 1
