@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max, Sum
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from accounts.models import Profile, User
 from exchange.delivery.endpoints.selectors import ask_check as endpoint_ask_check
+from exchange.delivery.escrow.selectors import lot_list
 from exchange.errors import ExchangeError, Forbidden, ValidationFailed
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
+from exchange.markets.currencies import TOKENS_PER_MTOK
 from exchange.markets.models import Market
-from orders.models import OPEN_STATUSES, CapacityListing, ListingStatus, Order, Trade
+from orders.models import OPEN_STATUSES, CapacityListing, ListingStatus, Order
 from orders.services import (
     engine_notify,
     market_check_accepting,
@@ -32,7 +35,7 @@ from orders.services import (
     order_journal,
     order_request_parse,
 )
-from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price
+from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price, units_to_amount
 
 logger = logging.getLogger(__name__)
 
@@ -128,38 +131,56 @@ def listing_list_json(*, user: User) -> list[dict[str, Any]]:
     return [listing_json(listing) for listing in listings]
 
 
-def allocation_list_json(*, user: User) -> list[dict[str, Any]]:
-    """Tokens bought per market and provider, and the provider's latest listing end."""
-    rows = (
-        Trade.objects.filter(buyer=user)
-        .values("market_id", "seller_id")
-        .annotate(lots=Sum("quantity_lots"))
-        .order_by("market_id", "seller_id")
-    )
-    markets = Market.objects.in_bulk({row["market_id"] for row in rows})
+def allocation_list_json(*, user: User, limit: int = 500) -> list[dict[str, Any]]:
+    """The user's lots (open ones first, earliest expiry first): market, provider, escrow price,
+    bought / delivered / credited / reserved / moved / unconsumed / remaining tokens, expiry.
+
+    The keys of the earlier per-provider rows stay (``bought_quantity``, ``consumed_tokens``,
+    ``market_balance_tokens``, ``available_until`` = the lot's expiry): the shape only grew.
+    """
+    lots = list(lot_list(user=user)[:limit])
     sellers = {
         p.user_id: p.display_name or f"Provider #{p.user_id}"
-        for p in Profile.objects.select_related("user").filter(
-            user_id__in={row["seller_id"] for row in rows}
-        )
+        for p in Profile.objects.filter(user_id__in={lot.provider_id for lot in lots})
     }
+    balances = {
+        symbol: ledger_selectors.balance_get(user=user, asset=symbol)
+        for symbol in {lot.market.symbol for lot in lots}
+    }
+    now = timezone.now()
     result = []
-    for row in rows:
-        market = markets[row["market_id"]]
-        until = CapacityListing.objects.filter(
-            provider_id=row["seller_id"], market=market
-        ).aggregate(until=Max("available_until"))["until"]
-        balance = ledger_selectors.balance_get(user=user, asset=market.symbol)
+    for lot in lots:
+        market = lot.market
+        balance = balances[market.symbol]
+        if lot.closed_at is not None:
+            status = "closed"
+        elif lot.expires_at <= now:
+            status = "expired"  # its unconsumed tokens are retired by the next expiry run
+        else:
+            status = "open"
         result.append(
             {
+                "lot_id": lot.id,
                 "market": market.symbol,
-                "provider_id": row["seller_id"],
-                "provider": sellers.get(row["seller_id"], ""),
-                "bought_quantity": lots_to_quantity(market, row["lots"]),
-                "bought_tokens": row["lots"] * market.tokens_per_lot,
-                "consumed_tokens": 0,
+                "provider_id": lot.provider_id,
+                "provider": sellers.get(lot.provider_id, ""),
+                "price": ticks_to_price(market, lot.price_ticks),
+                "bought_quantity": format(
+                    (Decimal(lot.bought_tokens) / TOKENS_PER_MTOK).normalize(), "f"
+                ),
+                "bought_tokens": lot.bought_tokens,
+                "delivered_tokens": lot.delivered_tokens,
+                "credited_tokens": lot.credited_tokens,
+                "reserved_tokens": lot.reserved_tokens,
+                "moved_tokens": lot.moved_tokens,
+                "unconsumed_tokens": lot.unconsumed_tokens,
+                "remaining_tokens": lot.remaining_tokens,
+                "consumed_tokens": lot.delivered_tokens + lot.credited_tokens,
+                "escrow": units_to_amount(market, lot.outstanding_units),
                 "market_balance_tokens": balance.available + balance.held,
-                "available_until": until.isoformat() if until else None,
+                "expires_at": lot.expires_at.isoformat(),
+                "available_until": lot.expires_at.isoformat(),
+                "status": status,
             }
         )
     return result

@@ -45,6 +45,15 @@ def test_provider_lists_capacity_with_an_ask_and_a_buyer_takes_part(market, trad
     assert allocations[0]["provider_id"] == provider.user.id
     assert allocations[0]["bought_tokens"] == 1_250_000
     assert allocations[0]["available_until"] == until.isoformat()
+    # the allocation is the buyer's lot: its price, expiry (the listing's end) and counters
+    lot = allocations[0]
+    assert (lot["price"], lot["expires_at"], lot["status"]) == ("8", until.isoformat(), "open")
+    assert (lot["delivered_tokens"], lot["credited_tokens"], lot["remaining_tokens"]) == (
+        0,
+        0,
+        1_250_000,
+    )
+    assert (lot["bought_quantity"], lot["escrow"]) == ("1.25", "10")
 
 
 def test_only_providers_list_capacity(market, trader) -> None:
