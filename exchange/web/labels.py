@@ -55,6 +55,8 @@ def script_labels() -> dict[str, object]:
         # {quantity} and {price} are filled in by the script
         "fill_buy": gettext("Filled: bought {quantity} MTok at {price}."),
         "fill_sell": gettext("Filled: sold {quantity} MTok at {price}."),
+        # an order of mine ended by the exchange, not by me: {id} and {reason} filled in
+        "order_ended": gettext("Order #{id}: {reason}"),
         "spread": gettext("spread"),
         "maker": gettext("maker"),
         "taker": gettext("taker"),

@@ -317,3 +317,37 @@ def test_the_browser_formats_numbers_as_the_server_does(server, browser, market)
             expected = [server_side[kind](value) for kind, value in cases]
         assert shown == expected, language
     console.assert_clean()
+
+
+def test_a_self_trade_prevention_cancel_is_announced_in_words(
+    server, browser, market, make_user, fund
+):
+    from playwright.sync_api import expect
+
+    user = make_user(email="both@example.com", role="both", password=PASSWORD)
+    fund(user, cny=1000)
+    fund(user, tokens=5_000_000, market=market)
+    key = api_key_create(user=user, name="k", scopes=["read", "trade"]).secret
+    resting = api(server, key, "POST", "/api/v1/orders",
+                  {"market": SYMBOL, "side": "sell", "price": "8.00", "quantity": "1"})  # fmt: skip
+    page, console = new_page(browser)
+    log_in(page, server, "both@example.com")
+    page.goto(f"{server}/trade/{SYMBOL}/")
+    expect(page.locator("[data-testid=feed-status]")).to_have_attribute("data-status", "live")
+    page.fill("#id_price", "8.00")
+    page.fill("#id_quantity", "1")
+    page.locator("#order-submit").click()
+    # The buy would trade with the user's own sell: the resting sell is cancelled, the buy rests.
+    notice = page.locator("[data-testid=order-notice]")
+    expect(notice).to_have_text(
+        f"Order #{resting['id']}: Cancelled by self-trade prevention: it would have traded with "
+        "another order of yours."
+    )
+    expect(page.locator("[data-testid=order-ok] [data-field=status]")).to_have_text("Open")
+    page.locator("[data-testid=tab-history]").click()
+    expect(page.locator("[data-testid=orders-table]")).to_contain_text(
+        "Cancelled by self-trade prevention"
+    )
+    expect(page.locator("[data-testid=orders-table]")).not_to_contain_text("(stp)")
+    shot(page, "trade-stp-notice")
+    console.assert_clean()

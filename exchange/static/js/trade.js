@@ -471,16 +471,32 @@ function showOrderState(message) {
   message.classList.toggle("warning", state.status === "cancelled" || state.status === "rejected");
 }
 
-function announceFill(fill) {
-  const template = fill.side === "buy" ? labels.fill_buy : labels.fill_sell;
+function notify(text, className, testid) {
   const notice = document.createElement("div");
-  notice.className = `flash success fill-notice ${fill.side === "buy" ? "up" : "down"}`;
-  notice.dataset.testid = "fill-notice";
-  notice.textContent = template
-    .replace("{quantity}", formatQuantity(fill.quantity))
-    .replace("{price}", `${formatPrice(fill.price)} ${config.quote}`);
+  notice.className = `flash fill-notice ${className}`;
+  notice.dataset.testid = testid;
+  notice.textContent = text;
   notices.append(notice);
   setTimeout(() => notice.remove(), 8000);
+}
+
+function announceFill(fill) {
+  const template = fill.side === "buy" ? labels.fill_buy : labels.fill_sell;
+  const text = template
+    .replace("{quantity}", formatQuantity(fill.quantity))
+    .replace("{price}", `${formatPrice(fill.price)} ${config.quote}`);
+  notify(text, `success ${fill.side === "buy" ? "up" : "down"}`, "fill-notice");
+}
+
+// An order the exchange ended (self-trade prevention, IOC, FOK, post-only, expiry) is announced
+// unless the order message already says it; a cancel the user asked for needs no notice.
+function announceEnd(update, shown) {
+  const reason = update.cancel_reason;
+  if (shown || !reason || reason === "user" || (update.status !== "cancelled" && update.status !== "rejected")) return;
+  const text = labels.order_ended
+    .replace("{id}", String(update.id))
+    .replace("{reason}", labels.reason[reason] || reason);
+  notify(text, "warning", "order-notice");
 }
 
 feed.on("user", (message) => {
@@ -492,6 +508,8 @@ feed.on("user", (message) => {
       if (newer(update, known)) orderStates.set(update.id, update);
       const shown = document.querySelector(`.order-message[data-order-id="${update.id}"]`);
       if (shown) showOrderState(shown);
+      const endedBefore = known && STATUS_RANK[known.status] === 3;
+      if (notices && !endedBefore) announceEnd(update, shown);
     } else if (update.kind === "fill" && notices) {
       announceFill(update);
     }
