@@ -11,14 +11,19 @@ from django.core.management.base import BaseCommand, CommandParser
 
 class Command(BaseCommand):
     help = (
-        "Seed demo accounts (idempotent) and run bots that place and cancel orders around a "
-        "drifting price. Orders go through the normal services and the engine runner."
+        "Seed demo accounts (idempotent) and run bots that quote and trade around each market's "
+        "reference price, inside its price band. Orders go through the normal services and the "
+        "engine runner."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bots", type=int, default=6, help="number of bots (default 6)")
         parser.add_argument(
-            "--rate", type=float, default=4.0, help="orders per second, all bots (default 4)"
+            "--rate",
+            type=float,
+            default=4.0,
+            help="rounds per second over all markets (a round: a taker order, then the makers' "
+            "quotes refreshed; default 4)",
         )
         parser.add_argument("--markets", default="", help="comma-separated symbols (default all)")
         parser.add_argument(
