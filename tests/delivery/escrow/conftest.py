@@ -13,7 +13,6 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
-from exchange.delivery.endpoints.models import Endpoint
 from exchange.delivery.escrow.models import Lot
 from exchange.delivery.escrow.selectors import ModelPair, model_markets
 from exchange.ledger import selectors as ledger_selectors
@@ -24,6 +23,7 @@ from exchange.markets.models import Market
 from exchange.markets.services import DEMO_MARKETS, market_create
 from exchange.runner.embedded import inline_reset
 from orders.capacity import capacity_list
+from tests.delivery.endpoints.helpers import live_endpoint
 
 IN, OUT = "QWEN3.6-PLUS-IN-CNY", "QWEN3.6-PLUS-OUT-CNY"
 MODEL = "qwen3.6-plus"
@@ -95,11 +95,8 @@ def provider(make_trader: Callable[..., Trader], pair: ModelPair) -> Trader:
     """A provider listing 10 MTok in each market of the pair, for a day, asking 8 (out) and
     2 (in) CNY per MTok."""
     trader = make_trader(role="provider")
-    for market in pair.markets:  # asks need an endpoint (a dead one would be refused)
-        Endpoint.objects.create(
-            provider=trader.user, market=market, base_url="http://127.0.0.1:9/v1",
-            api_key_ciphertext="-", model_id="qwen3.6-plus",
-        )  # fmt: skip
+    for market in pair.markets:  # asks need a live delivery endpoint
+        live_endpoint(trader.user, market)
     until = timezone.now() + timedelta(days=1)
     capacity_list(
         user=trader.user, market=pair.output_market, quantity="10", available_until=until,
