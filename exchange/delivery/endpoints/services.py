@@ -448,8 +448,13 @@ def samples_prune(*, now: datetime | None = None) -> int:
 def endpoints_probe(*, now: datetime | None = None) -> dict[str, int]:
     """Probe every endpoint at once (async, one pooled client), record each result, prune.
 
-    Called by the beat task every DELIVERY_PROBE_INTERVAL_SECONDS."""
-    targets = []
+    Endpoints that name the same upstream (URL, key and model: a provider's input and output
+    markets, typically) share one probe per run: the provider pays for one tiny completion,
+    and each endpoint gets its sample. Called by the beat task every
+    DELIVERY_PROBE_INTERVAL_SECONDS. Returns how many endpoints were probed and failed, how
+    many requests went out, and how many old samples were pruned."""
+    targets: dict[tuple[str, str, str], _Target] = {}
+    endpoint_target: list[tuple[int, tuple[str, str, str]]] = []
     for endpoint in Endpoint.objects.order_by("id"):
         try:
             key = secret_decrypt(endpoint.api_key_ciphertext)
@@ -458,19 +463,29 @@ def endpoints_probe(*, now: datetime | None = None) -> dict[str, int]:
             # not the provider's; no probe, no sample, no dead-man.
             logger.error("endpoint %s: stored API key cannot be decrypted", endpoint.id)
             continue
-        targets.append(_Target(endpoint.id, endpoint.base_url, key, endpoint.model_id))
+        same = (endpoint.base_url, key, endpoint.model_id)
+        targets.setdefault(same, _Target(endpoint.id, endpoint.base_url, key, endpoint.model_id))
+        endpoint_target.append((endpoint.id, same))
+    unique = list(targets.values())
     results = (
-        asyncio.run(_probe_all(targets, settings.DELIVERY_PROBE_TIMEOUT_SECONDS)) if targets else []
+        asyncio.run(_probe_all(unique, settings.DELIVERY_PROBE_TIMEOUT_SECONDS)) if unique else []
     )
+    result_of = dict(zip(targets, results, strict=True))
     failed = 0
-    for target, result in zip(targets, results, strict=True):
+    for endpoint_id, same in endpoint_target:
+        result = result_of[same]
         failed += not result.ok
         try:
-            probe_result_record(endpoint_id=target.endpoint_id, result=result, now=now)
+            probe_result_record(endpoint_id=endpoint_id, result=result, now=now)
         except Exception:
-            logger.exception("endpoint %s: probe result not recorded", target.endpoint_id)
+            logger.exception("endpoint %s: probe result not recorded", endpoint_id)
     pruned = samples_prune(now=now)
-    return {"probed": len(targets), "failed": failed, "pruned": pruned}
+    return {
+        "probed": len(endpoint_target),
+        "failed": failed,
+        "requests": len(unique),
+        "pruned": pruned,
+    }
 
 
 def endpoint_keys_rotate() -> int:

@@ -71,7 +71,7 @@ def test_a_probe_records_time_to_first_token_and_speed(make_user, market, upstre
     upstream.behaviour.token_delay = 0.02
     upstream.behaviour.tokens = 6
 
-    assert endpoints_probe_task() == {"probed": 1, "failed": 0, "pruned": 0}
+    assert endpoints_probe_task() == {"probed": 1, "failed": 0, "requests": 1, "pruned": 0}
 
     sample = HealthSample.objects.get()
     assert sample.ok
@@ -88,6 +88,23 @@ def test_a_probe_records_time_to_first_token_and_speed(make_user, market, upstre
     endpoint.refresh_from_db()
     assert endpoint.status == HealthStatus.HEALTHY
     assert endpoint.last_checked_at is not None
+
+
+def test_endpoints_on_one_upstream_share_a_probe(make_user, market, input_market, upstream) -> None:
+    provider = make_user(role="provider")
+    out = register(provider, market, upstream)
+    inp = register(provider, input_market, upstream)
+    upstream.behaviour.seen.clear()
+
+    assert endpoints_probe() == {"probed": 2, "failed": 0, "requests": 1, "pruned": 0}
+
+    assert [path for _, path, _ in upstream.behaviour.seen] == ["/v1/chat/completions"]
+    samples = HealthSample.objects.order_by("endpoint_id")
+    assert [(s.endpoint_id, s.market_id, s.ok) for s in samples] == [
+        (out.id, market.id, True),
+        (inp.id, input_market.id, True),
+    ]
+    assert samples[0].first_token_ms == samples[1].first_token_ms
 
 
 def test_a_failing_probe_marks_the_endpoint_failing_then_a_success_heals_it(
