@@ -296,7 +296,9 @@ def reservation_open(
 
 def _reservation_lock(reservation_id: int) -> Reservation:
     reservation = (
-        Reservation.objects.select_for_update()
+        # of=self: a plain FOR UPDATE would lock the joined market rows too, serialising
+        # every settle of a market and deadlocking with opens' foreign-key checks on them
+        Reservation.objects.select_for_update(of=("self",))
         .select_related("input_market", "output_market")
         .filter(id=reservation_id)
         .first()
