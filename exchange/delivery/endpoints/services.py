@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Profile, User
@@ -238,24 +238,15 @@ def _event_recovered(endpoint: Endpoint) -> None:
     )
 
 
-# endpoint id → (provider id, market id): both are fixed for an endpoint's life, so the gateway's
-# per-request record costs one INSERT, not a read and an INSERT.
-_OWNERS: dict[int, tuple[int, int]] = {}
-
-
-def _owner_of(endpoint_id: int) -> tuple[int, int] | None:
-    owner = _OWNERS.get(endpoint_id)
-    if owner is None:
-        row = (
-            Endpoint.objects.filter(id=endpoint_id)
-            .order_by()
-            .values_list("provider_id", "market_id")
-            .first()
-        )
-        if row is None:
-            return None
-        owner = _OWNERS[endpoint_id] = (row[0], row[1])
-    return owner
+# One statement: the sample takes its provider and market from the endpoint row, and nothing is
+# inserted when the endpoint is gone (removed while the request was being served).
+_OUTCOME_INSERT_SQL = """
+INSERT INTO delivery_endpoints_healthsample
+       (endpoint_id, provider_id, market_id, at, source, ok, first_token_ms,
+        output_tokens_per_second)
+SELECT id, provider_id, market_id, %s, %s, %s, %s, %s
+  FROM delivery_endpoints_endpoint WHERE id = %s
+"""
 
 
 def _tps_clean(value: Decimal | None) -> Decimal | None:
@@ -285,21 +276,25 @@ def request_outcome_record(
     """A served request's outcome, for the public statistics (as a probe's). A success also
     brings a FAILING endpoint back to HEALTHY (it answers); a failure does not mark it
     failing (the probes decide that: one buyer's bad request is not an outage)."""
-    owner = _owner_of(endpoint_id)
-    if owner is None:
-        logger.warning("outcome for unknown endpoint %s ignored", endpoint_id)
-        return
     moment = at or timezone.now()
-    HealthSample.objects.create(
-        endpoint_id=endpoint_id,
-        provider_id=owner[0],
-        market_id=owner[1],
-        at=moment,
-        source=SampleSource.REQUEST,
-        ok=ok,
-        first_token_ms=first_token_ms if ok and (first_token_ms or 0) >= 0 else None,
-        output_tokens_per_second=_tps_clean(output_tokens_per_second) if ok else None,
-    )
+    values = [
+        moment,
+        SampleSource.REQUEST.value,
+        ok,
+        first_token_ms if ok and first_token_ms is not None and first_token_ms >= 0 else None,
+        _tps_clean(output_tokens_per_second) if ok else None,
+        endpoint_id,
+    ]
+    try:
+        # A savepoint when the caller is in a transaction: a refused insert must not break it.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_OUTCOME_INSERT_SQL, values)
+            inserted = cursor.rowcount
+    except IntegrityError:
+        inserted = 0  # the endpoint was deleted between the read and the commit
+    if not inserted:
+        logger.warning("outcome for unknown or removed endpoint %s ignored", endpoint_id)
+        return
     if ok:
         # Matches no row (and locks nothing) in the usual case: a healthy endpoint.
         Endpoint.objects.filter(id=endpoint_id, status=HealthStatus.FAILING).update(

@@ -136,3 +136,20 @@ def test_prune_deletes_only_samples_past_the_longest_window(make_user, market) -
 def test_unknown_market_is_404() -> None:
     response = APIClient().get("/api/v1/markets/NOPE/providers")
     assert response.status_code == 404
+
+
+def test_an_outcome_for_an_endpoint_removed_mid_request_is_ignored(make_user, market) -> None:
+    endpoint = live_endpoint(make_user(role="provider"), market)
+    request_outcome_record(
+        endpoint_id=endpoint.id, ok=True, first_token_ms=10, output_tokens_per_second=None
+    )
+    endpoint_id = endpoint.id
+    endpoint.delete()
+    request_outcome_record(
+        endpoint_id=endpoint_id, ok=True, first_token_ms=10, output_tokens_per_second=None
+    )
+    request_outcome_record(
+        endpoint_id=endpoint_id, ok=False, first_token_ms=None, output_tokens_per_second="bad"
+    )
+    assert HealthSample.objects.count() == 1  # the first one, kept (its endpoint link NULL)
+    assert HealthSample.objects.get().endpoint_id is None
