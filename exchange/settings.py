@@ -422,6 +422,8 @@ GATEWAY_MAX_CONNECTIONS = env.int("GATEWAY_MAX_CONNECTIONS", default=1000)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 # Threads per process for the gateway's database work (two short hops per request).
 GATEWAY_DATABASE_THREADS = env.int("GATEWAY_DATABASE_THREADS", default=8)
+# How old the gateway's per-process copy of the markets and providers' names may be.
+GATEWAY_CACHE_SECONDS = env.float("GATEWAY_CACHE_SECONDS", default=5.0)
 GATEWAY_REAP_INTERVAL_SECONDS = env.float("GATEWAY_REAP_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["delivery-gateway-reap"] = {
     "task": "exchange.delivery.gateway.tasks.generations_reap_task",

@@ -7,8 +7,10 @@ Runs in the gateway's worker thread (database reads), never on the event loop.
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import DisallowedHost
@@ -18,6 +20,11 @@ from django.middleware.csrf import CsrfViewMiddleware
 from accounts.models import ApiKey, Scope
 from accounts.services import api_key_authenticate
 from exchange.delivery.gateway.protocol import GatewayError
+
+# As the order fast path: a key is looked up once per API_KEY_CACHE_SECONDS per process, so a
+# revoked or expired key keeps working here for at most that long (it saves a query a request).
+KEY_CACHE_LIMIT = 10_000
+_keys: dict[str, tuple[float, ApiKey]] = {}
 
 
 def _unused(request: Any) -> None:  # the middlewares below are used for their checks only
@@ -34,7 +41,15 @@ def key_principal(authorization: bytes) -> tuple[Any, ApiKey]:
         secret = parts[1].decode("ascii")
     except UnicodeDecodeError:
         raise GatewayError(401, "invalid_api_key", "Malformed API key.") from None
-    api_key = api_key_authenticate(key=secret)
+    cached = _keys.get(secret)
+    if cached is not None and cached[0] > time.monotonic():
+        api_key = cached[1]
+    else:
+        api_key = api_key_authenticate(key=secret)
+        if len(_keys) >= KEY_CACHE_LIMIT:
+            _keys.clear()
+        if api_key is not None:
+            _keys[secret] = (time.monotonic() + settings.API_KEY_CACHE_SECONDS, api_key)
     if api_key is None:
         raise GatewayError(401, "invalid_api_key", "Invalid, expired or revoked API key.")
     if Scope.CONSUME.value not in api_key.scopes:

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -28,7 +31,7 @@ from accounts.models import ApiKey, Profile
 from exchange.delivery.endpoints.selectors import Upstream, endpoint_for, healthy_provider_ids
 from exchange.delivery.endpoints.services import request_outcome_record
 from exchange.delivery.escrow.models import Reservation, ReservationStatus
-from exchange.delivery.escrow.selectors import ModelPair, model_markets
+from exchange.delivery.escrow.selectors import ModelPair, model_pairs
 from exchange.delivery.escrow.services import (
     InsufficientAllocation,
     ReservationClosed,
@@ -99,11 +102,33 @@ def generation_id_new() -> str:
     return f"gen-{secrets.token_hex(12)}"
 
 
+# Markets and providers' names change rarely; a request reads them from this process's copy,
+# at most GATEWAY_CACHE_SECONDS old (each saves a query on the way to the first token).
+_pairs: tuple[float, dict[str, ModelPair]] = (-1e9, {})
+_names: dict[int, tuple[float, str]] = {}
+
+
+def _model_pair(model_id: str) -> ModelPair | None:
+    global _pairs
+    if time.monotonic() - _pairs[0] > settings.GATEWAY_CACHE_SECONDS:
+        _pairs = (time.monotonic(), {pair.model_id: pair for pair in model_pairs()})
+    return _pairs[1].get(model_id)
+
+
 def _provider_names(provider_ids: list[int]) -> dict[int, str]:
-    names = dict(
-        Profile.objects.filter(user_id__in=provider_ids).values_list("user_id", "display_name")
-    )
-    return {pid: slugify(names.get(pid) or "") or f"provider-{pid}" for pid in provider_ids}
+    moment = time.monotonic()
+    stale = [
+        pid
+        for pid in provider_ids
+        if moment - _names.get(pid, (-1e9, ""))[0] > settings.GATEWAY_CACHE_SECONDS
+    ]
+    if stale:
+        found = dict(
+            Profile.objects.filter(user_id__in=stale).values_list("user_id", "display_name")
+        )
+        for pid in stale:
+            _names[pid] = (moment, slugify(found.get(pid) or "") or f"provider-{pid}")
+    return {pid: _names[pid][1] for pid in provider_ids}
 
 
 def _provider_stats(pair: ModelPair, sort: str | None) -> dict[int, dict[str, Any]]:
@@ -122,7 +147,7 @@ def request_begin(
     and reserve the worst case with the first provider that takes it. Raises ``GatewayError``
     (nothing reserved, or everything released)."""
     now = timezone.now()
-    pair = model_markets(request.model.lower())
+    pair = _model_pair(request.model.lower())
     if pair is None:
         raise GatewayError(
             404,
@@ -169,10 +194,11 @@ def request_begin(
         needed=needed,
         model=pair.model_id,
     )
-    with transaction.atomic(durable=True):
-        if api_key is not None and (api_key.tokens_per_day or api_key.tokens_per_month):
-            # one request of this key at a time passes here: the budget sum and the new row
-            # that counts against it commit together
+    budgeted = api_key is not None and bool(api_key.tokens_per_day or api_key.tokens_per_month)
+    # with a budget, one request of this key at a time passes here: the budget sum and the new
+    # row that counts against it commit together; without one, the insert is its own statement
+    with transaction.atomic(durable=True) if budgeted else nullcontext():
+        if budgeted and api_key is not None:
             locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
             limits.budget_check(api_key=locked, tokens=needed[0] + needed[1], now=now)
         generation = Generation.objects.create(
@@ -232,12 +258,8 @@ def _attempt_open(plan: Plan) -> Attempt | None:
             # another request of this buyer took the lots since holdings_get read them
             plan.failures.append("insufficient_allocation")
             continue
-        Generation.objects.filter(pk=plan.generation_pk).update(
-            reservation_id=reservation.id,
-            provider_id=candidate.provider_id,
-            endpoint_id=upstream.endpoint_id,
-            attempts=plan.attempts,
-        )
+        # the generation learns its provider and reservation when it finishes (one write
+        # less on the way to the first token); a crashed one is found by the reservation key
         return Attempt(
             plan.attempts, candidate.provider_id, candidate.name, reservation.id, upstream
         )
@@ -268,7 +290,6 @@ def _attempts_exhausted(plan: Plan) -> GatewayError:
     Generation.objects.filter(pk=plan.generation_pk).update(
         status=GenerationStatus.FAILED,
         attempts=plan.attempts,
-        reservation_id=None,
         error_code=error.code,
         finished_at=timezone.now(),
     )
@@ -302,7 +323,9 @@ def request_refused_upstream(*, plan: Plan, attempt: Attempt, code: str) -> None
     reservation_release(reservation_id=attempt.reservation_id)
     Generation.objects.filter(pk=plan.generation_pk).update(
         status=GenerationStatus.FAILED,
-        reservation_id=None,
+        provider_id=attempt.provider_id,
+        endpoint_id=attempt.upstream.endpoint_id,
+        attempts=plan.attempts,
         error_code=code,
         finished_at=timezone.now(),
     )
@@ -313,7 +336,11 @@ def request_aborted(*, plan: Plan, attempt: Attempt) -> None:
     open (a settled one stays settled), and a generation still in progress is marked failed."""
     reservation_release(reservation_id=attempt.reservation_id)
     Generation.objects.filter(pk=plan.generation_pk, status=GenerationStatus.IN_PROGRESS).update(
-        status=GenerationStatus.FAILED, error_code="gateway_error", finished_at=timezone.now()
+        status=GenerationStatus.FAILED,
+        provider_id=attempt.provider_id,
+        attempts=plan.attempts,
+        error_code="gateway_error",
+        finished_at=timezone.now(),
     )
 
 
@@ -379,6 +406,10 @@ def request_finish(
         charged = Usage(0, 0, usage.source)
     now = timezone.now()
     Generation.objects.filter(pk=plan.generation_pk).update(
+        reservation_id=attempt.reservation_id,
+        provider_id=attempt.provider_id,
+        endpoint_id=attempt.upstream.endpoint_id,
+        attempts=plan.attempts,
         prompt_tokens=charged.prompt_tokens,
         completion_tokens=charged.completion_tokens,
         usage_source=usage.source,

@@ -56,6 +56,8 @@ class Server:
             "TEST_ENGINE_RUNNER": "inline",
             "DEMO_UPSTREAM": "1",
             "GATEWAY_READ_TIMEOUT_SECONDS": "10",
+            # each test makes its own markets (new ids) and changes specs: read them fresh
+            "GATEWAY_CACHE_SECONDS": "0",
             **extra_env,
         }
         self.env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
