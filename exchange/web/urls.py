@@ -14,4 +14,5 @@ urlpatterns = [
     path("orders/<int:order_id>/cancel/", views.order_cancel_view, name="order_cancel"),
     path("provider/", views.provider, name="provider"),
     path("portfolio/", views.portfolio, name="portfolio"),
+    path("use/", views.use, name="use"),
 ]

@@ -28,6 +28,7 @@ from exchange.ledger.units import amount_display
 from exchange.marketdata.selectors import book_public, ticker_get, trades_recent
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get, market_list
+from exchange.web import delivery_selectors
 from exchange.web.forms import CapacityForm, OrderForm, StatementForm
 from exchange.web.labels import script_labels
 from orders.api import fill_json, order_json
@@ -343,3 +344,62 @@ def portfolio(request: HttpRequest) -> HttpResponse:
         "statement_end": today.isoformat(),
     }
     return render(request, "web/portfolio.html", context)
+
+
+# --- use: the buyer's playground ----------------------------------------------------------------
+PLAYGROUND_MAX_TOKENS = 256  # a reply's default cap: the worst case reserved from the lots
+
+
+@login_required
+@require_GET
+def use(request: HttpRequest) -> HttpResponse:
+    """The Use page: a chat playground on the gateway (``/v1``, with this session), the buyer's
+    lots of deliverable markets, and the same call from Python. htmx asks for the lots table
+    alone after each reply."""
+    from django.middleware.csrf import get_token
+
+    from exchange.delivery.escrow.selectors import model_pairs
+
+    pairs = model_pairs()
+    lots = _with_markets(delivery_selectors.use_lots(user=request.user, pairs=pairs))
+    if request.htmx:
+        return render(request, "web/use.html#allocations", {"lots": lots})
+    models = delivery_selectors.use_models(user=request.user)
+    # a reply needs both: prompt tokens from the input market, completion from the output one
+    usable = [m for m in models if all(m["available"].values())]
+    ids = [model["id"] for model in usable] + [model["id"] for model in models]
+    asked = request.GET.get("model", "")
+    model = asked if asked in ids else (ids[0] if ids else (pairs[0].model_id if pairs else ""))
+    context = {
+        "models": models,
+        "usable": bool(usable),
+        "pairs": pairs,
+        "lots": lots,
+        "base_url": request.build_absolute_uri("/v1"),
+        "config": {
+            "model": model,
+            "max_tokens": PLAYGROUND_MAX_TOKENS,
+            "csrf_token": get_token(request),
+            "urls": {
+                "chat": "/v1/chat/completions",
+                "models": "/v1/models",
+                "generations": reverse("generations"),
+                "trade": reverse("web:trade", args=["SYMBOL"]),
+            },
+            "labels": {
+                "sla_met": _("met"),
+                "sla_missed": _("missed"),
+                "estimated": _("counted by the exchange: the provider reported no usage"),
+                "available": _(
+                    "Available: {input} input and {output} output tokens from {providers} "
+                    "provider(s); first lot expires {expiry} UTC."
+                ),
+                "missing": _("You hold no {kind} tokens of this model left: buy some on"),
+                "input": _("input"),
+                "output": _("output"),
+                "stopped": _("Stopped."),
+                "network": _("The connection to the exchange failed."),
+            },
+        },
+    }
+    return render(request, "web/use.html", context)
