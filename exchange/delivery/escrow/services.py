@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -50,6 +50,12 @@ _LOT_COUNTERS = (
     "credited_units",
     "moved_units",
 )
+
+
+class _UserRef(NamedTuple):
+    """What the ledger needs of a user: the primary key (no row fetched for it)."""
+
+    pk: int
 
 
 class InsufficientAllocation(ExchangeError):
@@ -308,7 +314,11 @@ def _reservation_lock(reservation_id: int) -> Reservation:
     return reservation
 
 
-def _settlement_of(reservation: Reservation, clipped: tuple[int, int] = (0, 0)) -> Settlement:
+def _settlement_of(
+    reservation: Reservation,
+    clipped: tuple[int, int] = (0, 0),
+    lot_ids: tuple[int, ...] | None = None,
+) -> Settlement:
     return Settlement(
         reservation_id=reservation.id,
         input_tokens=reservation.used_input_tokens,
@@ -320,7 +330,9 @@ def _settlement_of(reservation: Reservation, clipped: tuple[int, int] = (0, 0)) 
         credit_units=reservation.credit_units,
         currency=reservation.output_market.quote_currency,
         sla_missed=reservation.sla_missed,
-        lot_ids=tuple(
+        lot_ids=lot_ids
+        if lot_ids is not None
+        else tuple(
             ReservationPart.objects.filter(reservation=reservation, used_tokens__gt=0)
             .order_by("id")
             .values_list("lot_id", flat=True)
@@ -393,7 +405,7 @@ def reservation_settle(
                 [(p.id, p.used_tokens, p.cost_units, p.credit_units) for p in parts],
             )
         ledger.delivery_settle(
-            user=reservation.user,
+            user=_UserRef(reservation.user_id),
             tokens=[
                 ledger.DeliveredTokens(market.symbol, reserved[side], used[side])
                 for side, market in enumerate(markets)
@@ -421,7 +433,11 @@ def reservation_settle(
                 "settled_at",
             ]
         )
-        return _settlement_of(reservation, (used_wanted[0] - used[0], used_wanted[1] - used[1]))
+        return _settlement_of(
+            reservation,
+            (used_wanted[0] - used[0], used_wanted[1] - used[1]),
+            tuple(part.lot_id for part in sorted(parts, key=lambda p: p.id) if part.used_tokens),
+        )
 
 
 def reservation_release(*, reservation_id: int) -> None:
@@ -442,7 +458,7 @@ def _reservation_release(reservation_id: int) -> bool:
             lots[part.lot_id].reserved_tokens -= part.tokens
         _lots_save(list(lots.values()), now)
         ledger.delivery_release(
-            user=reservation.user,
+            user=_UserRef(reservation.user_id),
             tokens={
                 reservation.input_market.symbol: reservation.input_tokens,
                 reservation.output_market.symbol: reservation.output_tokens,
