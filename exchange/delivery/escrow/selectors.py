@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet, Sum
 
 from exchange.delivery.escrow.models import Lot
 from exchange.markets.models import Market, TokenKind
@@ -90,3 +90,59 @@ def lot_list(*, user: object) -> QuerySet[Lot]:
         .select_related("market", "provider")
         .order_by(F("closed_at").asc(nulls_first=True), "expires_at", "id")
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEscrowSummary:
+    """A provider's lots in one market, summed (its dashboard)."""
+
+    market: Market
+    sold_tokens: int  # primary sales (lots without a parent)
+    delivered_tokens: int
+    credited_tokens: int
+    unconsumed_tokens: int
+    reserved_tokens: int
+    escrow_units: int  # still held in escrow for it
+    released_units: int  # paid out (gross), of which:
+    fee_units: int  # the exchange's seller fee
+    credited_units: int  # back to buyers (SLA misses)
+
+
+def provider_escrow_summary(*, provider: object) -> list[ProviderEscrowSummary]:
+    """Per market: what the provider sold, delivered, had credited or left unconsumed, and its
+    escrow held, released and credited. Child lots (resales) count their tokens' fate but not a
+    second sale."""
+    rows = (
+        Lot.objects.filter(provider=provider)
+        .values("market_id")
+        .annotate(
+            sold=Sum("bought_tokens", filter=Q(parent__isnull=True)),
+            delivered=Sum("delivered_tokens"),
+            credited=Sum("credited_tokens"),
+            unconsumed=Sum("unconsumed_tokens"),
+            reserved=Sum("reserved_tokens"),
+            escrow=Sum(
+                F("escrow_units") - F("released_units") - F("credited_units") - F("moved_units")
+            ),
+            released=Sum("released_units"),
+            fees=Sum("fee_units"),
+            credited_units=Sum("credited_units"),
+        )
+        .order_by("market_id")
+    )
+    markets = Market.objects.in_bulk([row["market_id"] for row in rows])
+    return [
+        ProviderEscrowSummary(
+            market=markets[row["market_id"]],
+            sold_tokens=row["sold"] or 0,
+            delivered_tokens=row["delivered"],
+            credited_tokens=row["credited"],
+            unconsumed_tokens=row["unconsumed"],
+            reserved_tokens=row["reserved"],
+            escrow_units=row["escrow"],
+            released_units=row["released"],
+            fee_units=row["fees"],
+            credited_units=row["credited_units"],
+        )
+        for row in rows
+    ]

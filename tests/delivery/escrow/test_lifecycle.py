@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from exchange.delivery.escrow.models import Lot, ReservationStatus
+from exchange.delivery.escrow.selectors import provider_escrow_summary
 from exchange.delivery.escrow.services import (
     escrow_release_due,
     holdings_get,
@@ -154,3 +155,12 @@ def test_escrow_lifecycle_pays_the_provider_bought_less_credits(pair, provider, 
         out_lot.unconsumed_tokens,
     ) == (1000, 500, 500_000, 2 * MTOK - 1000 - 500 - 500_000)  # fmt: skip
     assert_audit_ok()
+
+    # the provider's dashboard figures per market
+    summary = {row.market.symbol: row for row in provider_escrow_summary(provider=provider.user)}
+    out = summary[OUT]
+    assert (out.sold_tokens, out.delivered_tokens, out.credited_tokens) == (2 * MTOK, 1000, 500)
+    assert out.unconsumed_tokens == 2 * MTOK - 1500
+    assert (out.escrow_units, out.credited_units) == (0, 400_000)
+    assert out.released_units == 16 * CNY - 400_000
+    assert summary[IN].released_units == 2 * CNY - 40_000
