@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 ARGS ?=
 # apt-get needs root; CI and this project's machines run as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -45,7 +45,7 @@ services-down:
 run: install services
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo_markets
-	DEMO=$${DEMO:-1} CELERY_TASK_ALWAYS_EAGER=$${CELERY_TASK_ALWAYS_EAGER:-true} \
+	PORT=$(PORT) DEMO=$${DEMO:-1} CELERY_TASK_ALWAYS_EAGER=$${CELERY_TASK_ALWAYS_EAGER:-true} \
 		$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT)
 
 # `make manage ARGS="create_user a@b.test --role buyer"`; `make shell` for Django's shell.

@@ -12,6 +12,7 @@ django_asgi_app = http_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from exchange.delivery.endpoints.embedded import probes_start  # noqa: E402
 from exchange.delivery.gateway.proxy import GatewayApp  # noqa: E402
 from exchange.demo.simulator import demo_start  # noqa: E402
 from exchange.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
@@ -31,3 +32,4 @@ application = ProtocolTypeRouter(
 # With ENGINE_RUNNER=embedded (the default of `make run`) the runner is a thread of this process.
 embedded_start()
 demo_start()  # the live demo (DEMO=1, `make run` only): seeded bots trading
+probes_start()  # endpoint health probes when no Celery beat runs (the demo)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import Profile, Role, User
 from accounts.services import user_create
+from exchange.delivery.endpoints.demo import demo_endpoints_register
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
 from exchange.markets.currencies import CURRENCY_DECIMALS, TOKENS_PER_MTOK
@@ -145,5 +146,7 @@ def demo_seed() -> dict[str, list[User]]:
         for user in [*providers, trader]:
             capacity_top_up(user=user, market=market)
     Profile.objects.filter(user__in=providers).update(regions=["cn-east", "cn-north"])
+    # Their endpoints on the demo upstream, so bought tokens can be used at once (/v1).
+    demo_endpoints_register()
     logger.info("demo accounts ready: %s providers, %s buyers", len(providers), len(buyers))
     return {"providers": providers, "buyers": buyers}
