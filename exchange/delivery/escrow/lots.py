@@ -149,19 +149,22 @@ def _sellers_lots_all(market_id: int, sellers: list[int]) -> dict[int, list[_Ope
     )
 
 
-def _listing_ends(market_id: int, sell_order_ids: list[int]) -> dict[int, datetime | None]:
-    """The end of the listing each sell order's tokens came from, else the provider's latest
-    listing end in the market (None: no listing at all)."""
+def _listing_ends(
+    market_id: int, sell_order_ids: list[int], now: datetime
+) -> dict[int, datetime | None]:
+    """The end of the listing each sell order's tokens came from, else the latest end of the
+    provider's live listings in the market (None: none)."""
     placeholder, value = array_param(sell_order_ids, "bigint")
     with server_bound_cursor() as cursor:
         cursor.execute(
             "SELECT o.id, COALESCE(l.available_until, ("  # noqa: S608 (placeholder only)
             "  SELECT max(x.available_until) FROM orders_capacitylisting x"
-            "   WHERE x.provider_id = o.user_id AND x.market_id = %s))"
+            "   WHERE x.provider_id = o.user_id AND x.market_id = %s"
+            "     AND x.available_until > %s))"
             "  FROM orders_order o"
             "  LEFT JOIN orders_capacitylisting l ON l.id = o.capacity_listing_id"
             f" WHERE o.id = ANY({placeholder})",
-            [market_id, value],
+            [market_id, now, value],
         )
         return dict(cursor.fetchall())
 
@@ -219,7 +222,7 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
             (index, sales[index].buyer_id, provider, parent, price, rate, expires, tokens, units)
         )
     if primary:
-        ends = _listing_ends(market_id, primary_orders)
+        ends = _listing_ends(market_id, primary_orders, now)
         for index, tokens, units in primary:
             sale = sales[index]
             expires = ends.get(sale.sell_order_id) or now + DEFAULT_LOT_LIFETIME
