@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from exchange.delivery.endpoints.embedded import probes_start  # noqa: E402
+from exchange.delivery.escrow.embedded import escrow_jobs_start  # noqa: E402
 from exchange.delivery.gateway.proxy import GatewayApp  # noqa: E402
 from exchange.demo.simulator import demo_start  # noqa: E402
 from exchange.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
@@ -33,3 +34,4 @@ application = ProtocolTypeRouter(
 embedded_start()
 demo_start()  # the live demo (DEMO=1, `make run` only): seeded bots trading
 probes_start()  # endpoint health probes when no Celery beat runs (the demo)
+escrow_jobs_start()  # escrow release and lot expiry: likewise

@@ -347,8 +347,8 @@ CELERY_BEAT_SCHEDULE["delivery-endpoint-probe"] = {
 # --- Delivery: escrow -----------------------------------------------------------------------
 # Providers are paid out of escrow for delivered tokens in batches, this often.
 DELIVERY_ESCROW_RELEASE_SECONDS = env.float("DELIVERY_ESCROW_RELEASE_SECONDS", default=60.0)
-# An open reservation older than this was left by a dead gateway process: the reaper releases
-# it (nothing charged). Longer than the longest request the gateway lets run.
+# An open reservation older than this was left by a dead gateway process: the gateway's reaper
+# releases it (nothing charged). Longer than the longest request the gateway lets run.
 DELIVERY_RESERVATION_TIMEOUT_SECONDS = env.float(
     "DELIVERY_RESERVATION_TIMEOUT_SECONDS", default=900.0
 )
@@ -360,10 +360,6 @@ CELERY_BEAT_SCHEDULE["delivery-escrow-release"] = {
 # Take-or-pay: lots past their expiry retire their unconsumed tokens, the provider is paid.
 CELERY_BEAT_SCHEDULE["delivery-lots-expiry"] = {
     "task": "exchange.delivery.escrow.tasks.lots_expire_task",
-    "schedule": 60.0,
-}
-CELERY_BEAT_SCHEDULE["delivery-reservations-reap"] = {
-    "task": "exchange.delivery.escrow.tasks.reservations_reap_task",
     "schedule": 60.0,
 }
 

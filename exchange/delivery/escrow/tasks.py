@@ -1,18 +1,13 @@
 """Periodic escrow jobs (scheduled in ``CELERY_BEAT_SCHEDULE``). Each is idempotent: it pays or
-retires only what the locked lots still owe, so a retry or an overlapping run changes nothing."""
+retires only what the locked lots still owe, so a retry or an overlapping run changes nothing.
+Reservations left open by a dead gateway process are released by the gateway's own reaper
+(``generations_reap``, through ``reservations_reap``), which also closes their generations."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
-from django.conf import settings
 
-from exchange.delivery.escrow.services import (
-    escrow_release_due,
-    lots_expire_due,
-    reservations_reap,
-)
+from exchange.delivery.escrow.services import escrow_release_due, lots_expire_due
 
 
 @shared_task(acks_late=True)
@@ -25,11 +20,3 @@ def escrow_release_task() -> int:
 def lots_expire_task() -> int:
     """Take-or-pay: retire the unconsumed tokens of expired lots, pay their escrow."""
     return lots_expire_due()
-
-
-@shared_task(acks_late=True)
-def reservations_reap_task() -> int:
-    """Release reservations a dead gateway process left open (nothing is charged)."""
-    return reservations_reap(
-        older_than=timedelta(seconds=settings.DELIVERY_RESERVATION_TIMEOUT_SECONDS)
-    )
