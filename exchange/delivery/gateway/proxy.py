@@ -216,21 +216,35 @@ class GatewayApp:
         path, method = scope["path"].rstrip("/"), scope["method"]
         generation_id = services.generation_id_new()
         id_header = (b"x-generation-id", generation_id.encode())
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             if path == "/v1/chat/completions":
                 if method != "POST":
                     raise GatewayError(405, "method_not_allowed", "Use POST.")
-                await self._chat(scope, receive, send, generation_id)
+                await self._chat(scope, receive, tracked, generation_id)
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 if method != "GET":
                     raise GatewayError(405, "method_not_allowed", "Use GET.")
-                await self._models(scope, receive, send, path.removeprefix("/v1/models")[1:])
+                await self._models(scope, receive, tracked, path.removeprefix("/v1/models")[1:])
             else:
                 raise GatewayError(404, "unknown_url", f"Unknown URL {path}.")
         except GatewayError as error:
             await _answer(send, error.status, error.body(), [id_header, *error.headers()])
         except ConnectionResetError:
             return  # the client left before its request was complete: nothing was done
+        except Exception:
+            # an answer in the OpenAI shape even for our own failures (the reservation, if
+            # any, was given back by _serve or is left to the reaper)
+            logger.exception("gateway request %s failed", generation_id)
+            if not started:
+                error = GatewayError(500, "server_error", "Internal error in the gateway.")
+                await _answer(send, 500, error.body(), [id_header])
 
     @staticmethod
     def _credentials(scope: Scope) -> bytes | None:

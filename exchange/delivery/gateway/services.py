@@ -22,6 +22,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -230,7 +231,15 @@ def request_begin(
         decimals=CURRENCY_DECIMALS[pair.output_market.quote_currency],
         remaining=ranked,
     )
-    attempt = _attempt_open(plan)
+    try:
+        attempt = _attempt_open(plan)
+    except Exception:
+        # our own failure (the database, a key that will not decrypt): the generation must not
+        # stay in progress until the reaper comes
+        Generation.objects.filter(pk=plan.generation_pk).update(
+            status=GenerationStatus.FAILED, error_code="gateway_error", finished_at=timezone.now()
+        )
+        raise
     if attempt is None:
         raise _attempts_exhausted(plan)
     return plan, attempt
@@ -240,7 +249,12 @@ def _attempt_open(plan: Plan) -> Attempt | None:
     """Reserve with the next provider that has a healthy endpoint and enough lots."""
     while plan.remaining:
         candidate = plan.remaining.pop(0)
-        upstream = endpoint_for(provider_id=candidate.provider_id, markets=plan.pair.markets)
+        try:
+            upstream = endpoint_for(provider_id=candidate.provider_id, markets=plan.pair.markets)
+        except InvalidToken:
+            # its key was encrypted with a key no longer in DELIVERY_ENCRYPTION_KEYS: skip it
+            logger.error("endpoint key of provider %s does not decrypt", candidate.provider_id)
+            upstream = None
         if upstream is None:
             plan.failures.append("unhealthy")
             continue
