@@ -3,6 +3,9 @@ state), the provider dashboard's delivery section and the portfolio's lots — p
 exact figures, English and 简体中文. The playground itself is driven in a real browser by
 test_use_browser.py."""
 
+# The escrow suite's fixtures are imported by name, so test arguments shadow them.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
@@ -62,7 +65,7 @@ def bought(buyer, quantity: str = "0.01") -> None:
     )
 
 
-def served(buyer, provider, *, key: str, prompt: int, completion: int, missed: bool = False):  # noqa: F811
+def served(buyer, provider, *, key: str, prompt: int, completion: int, missed: bool = False):
     """A request served from the buyer's lots, as the gateway settles it."""
     reservation = reservation_open(
         user=buyer.user, pair=buyer.pair, provider_id=provider.user.id, input_tokens=prompt,
@@ -86,7 +89,7 @@ def test_use_page_refuses_posts(make_user) -> None:
     assert client.post(USE).status_code == 405
 
 
-def test_empty_state_links_the_models_markets_and_the_api_keys_page(make_user, pair) -> None:  # noqa: F811
+def test_empty_state_links_the_models_markets_and_the_api_keys_page(make_user, pair) -> None:
     body = page_of(make_user()).get(USE).content.decode()
     assert 'data-testid="use-empty"' in body
     assert 'data-testid="playground"' not in body
@@ -100,7 +103,7 @@ def test_empty_state_links_the_models_markets_and_the_api_keys_page(make_user, p
     assert "No lots yet." in body
 
 
-def test_output_tokens_alone_are_not_enough_to_chat(make_trader, pair, provider) -> None:  # noqa: F811
+def test_output_tokens_alone_are_not_enough_to_chat(make_trader, pair, provider) -> None:
     buyer = make_trader(cny=100)
     assert buyer.order(market=OUT, side="buy", price="8.00", quantity="0.01")["status"] == (
         "filled"
@@ -115,7 +118,7 @@ def test_output_tokens_alone_are_not_enough_to_chat(make_trader, pair, provider)
 def test_buyer_with_lots_gets_the_playground_the_lots_and_a_csrf_token(
     make_trader,
     pair,
-    provider,  # noqa: F811
+    provider,
 ) -> None:
     buyer = make_trader(cny=100)
     bought(buyer)
@@ -147,7 +150,7 @@ def test_buyer_with_lots_gets_the_playground_the_lots_and_a_csrf_token(
     assert 'data-testid="nav-use"' in body
 
 
-def test_lots_partial_shows_the_drop_after_a_request(make_trader, pair, provider) -> None:  # noqa: F811
+def test_lots_partial_shows_the_drop_after_a_request(make_trader, pair, provider) -> None:
     buyer = make_trader(cny=100)
     buyer.pair = pair
     bought(buyer)
@@ -175,7 +178,7 @@ def test_lots_partial_shows_the_drop_after_a_request(make_trader, pair, provider
     assert f"<td>{out_lot.expires_at.strftime('%Y-%m-%d %H:%M')}</td>" in row(out_lot)
 
 
-def test_use_page_in_chinese(make_trader, pair, provider) -> None:  # noqa: F811
+def test_use_page_in_chinese(make_trader, pair, provider) -> None:
     buyer = make_trader(cny=100)
     bought(buyer)
     body = page_of(buyer.user, "zh-hans").get(USE).content.decode()
@@ -189,7 +192,7 @@ def test_use_page_in_chinese(make_trader, pair, provider) -> None:  # noqa: F811
     assert "还没有可用的 token" in text_of(empty)
 
 
-def test_portfolio_lists_lots_with_delivered_remaining_and_expiry(make_trader, pair, provider):  # noqa: F811
+def test_portfolio_lists_lots_with_delivered_remaining_and_expiry(make_trader, pair, provider):
     buyer = make_trader(cny=100)
     buyer.pair = pair
     bought(buyer)
@@ -217,7 +220,7 @@ def test_portfolio_lists_lots_with_delivered_remaining_and_expiry(make_trader, p
 def test_provider_dashboard_shows_deliveries_escrow_released_credits_and_health(
     make_trader,
     pair,
-    provider,  # noqa: F811
+    provider,
 ) -> None:
     buyer = make_trader(cny=100)
     buyer.pair = pair
@@ -255,7 +258,7 @@ def test_provider_dashboard_shows_deliveries_escrow_released_credits_and_health(
     cells = [text_of(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", escrow.group(0), re.S)]
     assert cells == [
         OUT, "10,000", "1,000", "500", "0", "8,500", "0.008 CNY", f"{out_net:.6f}".rstrip("0")
-        + " CNY", "0.004 CNY", "0.068 CNY",
+        + " CNY", "0.00 CNY", "0.004 CNY", "0.068 CNY",
     ]  # fmt: skip
     # deliveries per model: 2 requests, 1 missed, tokens and credits
     assert re.search(rf"{MODEL} 2 1 750 1,500 0\.0135 CNY 0\.0045 CNY", text), text
