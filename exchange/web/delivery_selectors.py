@@ -29,6 +29,14 @@ LOT_STATUSES = {
     "expired": pgettext_lazy("lot status", "Expired"),
     "closed": pgettext_lazy("lot status", "Closed"),
 }
+GENERATION_STATUSES = {
+    GenerationStatus.IN_PROGRESS: pgettext_lazy("generation status", "In progress"),
+    GenerationStatus.COMPLETED: pgettext_lazy("generation status", "Completed"),
+    GenerationStatus.FAILED: pgettext_lazy("generation status", "Failed"),
+    GenerationStatus.BROKEN: pgettext_lazy("generation status", "Broken by the provider"),
+    GenerationStatus.CANCELLED: pgettext_lazy("generation status", "Cancelled by the buyer"),
+    GenerationStatus.INTERRUPTED: pgettext_lazy("generation status", "Interrupted"),
+}
 
 
 def _zero(expression: Any) -> Coalesce:
@@ -170,7 +178,7 @@ def provider_recent_generations(*, user: Any, limit: int = RECENT_SHOWN) -> list
             "created_at": g.created_at,
             "model": g.model_id,
             "status": g.status,
-            "status_text": g.get_status_display(),
+            "status_text": GENERATION_STATUSES.get(g.status, g.status),
             "prompt_tokens": g.prompt_tokens,
             "completion_tokens": g.completion_tokens,
             "currency": g.currency,

@@ -221,6 +221,20 @@ def test_buy_in_the_ui_chat_in_the_playground_see_cost_and_lots_drop(
     page.reload()
     expect(remaining(page, OUT)).to_have_text(f"{LOT - 48:,}")
 
+    # A reply whose worst case exceeds the lots is refused with the numbers, nothing drawn.
+    page.fill("[data-testid=max-tokens]", "20000")
+    page.fill("[data-testid=prompt]", "A long answer, please.")
+    page.locator("[data-testid=send]").click()
+    refusal = page.locator("[data-testid=message-assistant]").last
+    expect(refusal).to_have_attribute("data-status", "failed")
+    expect(refusal.locator("[data-testid=reply-error]")).to_contain_text(
+        re.compile(rf"20000 output tokens.* {LOT - 48} output tokens.*\(insufficient_allocation\)$")
+    )
+    expect(refusal.locator("[data-testid=reply-stats]")).to_have_count(0)
+    expect(remaining(page, OUT)).to_have_text(f"{LOT - 48:,}")
+    shot(page, "use-4b-refused")
+    page.fill("[data-testid=max-tokens]", "256")
+
     # The snippet, run as shown with a key of scope "consume", gets a reply the same way.
     snippet = page.locator("[data-testid=snippet-code]").inner_text()
     key = api_key_create(user=buyer, name="agent", scopes=["consume"]).secret

@@ -257,6 +257,7 @@ async function ask(text) {
     // what was delivered is part of the conversation (and was charged), even if cut short
     messages.push(user, { role: "assistant", content: reply });
   }
+  if (!reply) output.remove(); // nothing was generated: only the reason is shown
   if (failure) showError(node, failure);
   if (usage) {
     const stats = showStats(node, usage, generationId);
