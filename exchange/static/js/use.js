@@ -164,6 +164,7 @@ function showStats(node, usage, generationId) {
     stats.querySelector("[data-part=credit]").hidden = false;
   }
   node.append(stats);
+  transcript.scrollTop = transcript.scrollHeight;
   return stats;
 }
 
@@ -259,6 +260,7 @@ async function ask(text) {
   }
   if (!reply) output.remove(); // nothing was generated: only the reason is shown
   if (failure) showError(node, failure);
+  transcript.scrollTop = transcript.scrollHeight;
   if (usage) {
     const stats = showStats(node, usage, generationId);
     node.dataset.status = failure ? "broken" : "done";
