@@ -178,6 +178,26 @@ def test_a_failing_provider_is_skipped_and_costs_nothing(server, make_provider, 
     for lot in Lot.objects.filter(holder=buyer.user, provider=failing.user):
         assert (lot.delivered_tokens, lot.reserved_tokens, lot.credited_tokens) == (0, 0, 0)
     assert tokens(buyer.user, OUT) == (2 * HELD - 6, 0)
+
+    # the buyer's `provider` preferences: straight to the one named first, or only the failing
+    # one without fallbacks (then 503, and still nothing charged)
+    ordered = gateway.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=10,
+        extra_body={"provider": {"order": ["steady"]}},
+    )
+    assert Generation.objects.get(public_id=ordered.id).attempts == 1
+    with pytest.raises(openai.APIStatusError) as only_flaky:
+        gateway.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=10,
+            extra_body={"provider": {"only": ["flaky"], "allow_fallbacks": False}},
+        )  # fmt: skip
+    assert (only_flaky.value.status_code, only_flaky.value.body["code"]) == (
+        503, "no_provider_available"
+    )  # fmt: skip
+    assert tokens(buyer.user, OUT) == (2 * HELD - 12, 0)
+    assert Generation.objects.get(status=GenerationStatus.FAILED).attempts == 1
     assert_audit_ok()
 
 
