@@ -432,10 +432,34 @@ class CapacityBodySerializer(serializers.Serializer):
     ask_price = serializers.CharField(required=False, allow_null=True)
 
 
+class AllocationSerializer(serializers.Serializer):
+    """One lot of the buyer's (the schema of ``capacity.allocation_list_json``)."""
+
+    lot_id = serializers.IntegerField()
+    market = serializers.CharField()
+    provider_id = serializers.IntegerField()
+    provider = serializers.CharField()
+    price = serializers.CharField(help_text="The lot's escrow price, quote currency per MTok.")
+    bought_quantity = serializers.CharField(help_text="MTok")
+    bought_tokens = serializers.IntegerField()
+    delivered_tokens = serializers.IntegerField()
+    credited_tokens = serializers.IntegerField(help_text="Served, but missed the service level.")
+    reserved_tokens = serializers.IntegerField(help_text="Held by requests running now.")
+    moved_tokens = serializers.IntegerField(help_text="Resold.")
+    unconsumed_tokens = serializers.IntegerField(help_text="Retired unused at expiry.")
+    remaining_tokens = serializers.IntegerField()
+    consumed_tokens = serializers.IntegerField(help_text="delivered + credited")
+    escrow = serializers.CharField(help_text="Still held in escrow for this lot.")
+    market_balance_tokens = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    available_until = serializers.DateTimeField(help_text="= expires_at (earlier name).")
+    status = serializers.ChoiceField(choices=["open", "expired", "closed"])
+
+
 class AllocationListApi(APIView):
     permission_classes = [HasScope]
     required_scope = "read"
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: AllocationSerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response(capacity.allocation_list_json(user=request.user))
