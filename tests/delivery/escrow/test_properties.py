@@ -69,7 +69,11 @@ def _check(holders, pair) -> None:
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
 )
 @given(steps=operations)
 def test_random_escrow_sequences_keep_every_lot_exact(pair, provider, make_trader, steps):
