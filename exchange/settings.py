@@ -411,8 +411,8 @@ DEMO_UPSTREAM = env.bool("DEMO_UPSTREAM", default=DEMO)
 # between two chunks of an answer.
 GATEWAY_CONNECT_TIMEOUT_SECONDS = env.float("GATEWAY_CONNECT_TIMEOUT_SECONDS", default=5.0)
 GATEWAY_READ_TIMEOUT_SECONDS = env.float("GATEWAY_READ_TIMEOUT_SECONDS", default=60.0)
-# A request's whole life. Keep it below DELIVERY_RESERVATION_TIMEOUT_SECONDS: the reapers
-# release open reservations older than that (their gateway process died).
+# A request's whole life. Keep it below DELIVERY_RESERVATION_TIMEOUT_SECONDS: the reaper
+# (generations_reap_task) releases open reservations older than that (their process died).
 GATEWAY_MAX_REQUEST_SECONDS = env.float("GATEWAY_MAX_REQUEST_SECONDS", default=600.0)
 GATEWAY_MAX_CONNECTIONS = env.int("GATEWAY_MAX_CONNECTIONS", default=1000)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
