@@ -7,6 +7,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class UserManager(BaseUserManager["User"]):
@@ -46,19 +47,19 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class Role(models.TextChoices):
-    BUYER = "buyer", "Buyer"
-    PROVIDER = "provider", "Provider"
-    BOTH = "both", "Provider and buyer"
+    BUYER = "buyer", _("Buyer")
+    PROVIDER = "provider", _("Provider")
+    BOTH = "both", _("Provider and buyer")
 
 
 REGION_CHOICES = [
-    ("cn-north", "China North"),
-    ("cn-east", "China East"),
-    ("cn-south", "China South"),
-    ("ap-southeast", "Asia Pacific Southeast"),
-    ("eu-central", "Europe Central"),
-    ("us-east", "US East"),
-    ("us-west", "US West"),
+    ("cn-north", _("China North")),
+    ("cn-east", _("China East")),
+    ("cn-south", _("China South")),
+    ("ap-southeast", _("Asia Pacific Southeast")),
+    ("eu-central", _("Europe Central")),
+    ("us-east", _("US East")),
+    ("us-west", _("US West")),
 ]
 REGION_CODES = frozenset(code for code, _ in REGION_CHOICES)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import pgettext_lazy
 
 from exchange.markets.models import Market
 
@@ -241,9 +242,10 @@ class Trade(models.Model):
 
 
 class ListingStatus(models.TextChoices):
-    ACTIVE = "active", "Active"
-    EXPIRING = "expiring", "Expiring"
-    EXPIRED = "expired", "Expired"
+    # "listing status" context: "Expired" is also a lot's status, translated differently.
+    ACTIVE = "active", pgettext_lazy("listing status", "Active")
+    EXPIRING = "expiring", pgettext_lazy("listing status", "Expiring")
+    EXPIRED = "expired", pgettext_lazy("listing status", "Expired")
 
 
 class CapacityListing(models.Model):

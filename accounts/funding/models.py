@@ -11,12 +11,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import pgettext_lazy
 
 
 class DepositStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    CREDITED = "credited", "Credited"
-    FAILED = "failed", "Failed"
+    # contexts: "Credited" is also an escrow refund's word, translated differently
+    PENDING = "pending", pgettext_lazy("deposit status", "Pending")
+    CREDITED = "credited", pgettext_lazy("deposit status", "Credited")
+    FAILED = "failed", pgettext_lazy("deposit status", "Failed")
 
 
 class Deposit(models.Model):
@@ -137,9 +139,9 @@ class ConnectedAccount(models.Model):
 
 
 class WithdrawalStatus(models.TextChoices):
-    PROCESSING = "processing", "Processing"
-    PAID = "paid", "Paid"
-    RELEASED = "released", "Failed (funds released)"
+    PROCESSING = "processing", pgettext_lazy("withdrawal status", "Processing")
+    PAID = "paid", pgettext_lazy("withdrawal status", "Paid")
+    RELEASED = "released", pgettext_lazy("withdrawal status", "Failed (funds released)")
 
 
 class Withdrawal(models.Model):

@@ -9,17 +9,18 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from exchange.markets.models import Market
 
 
 class HealthStatus(models.TextChoices):
     # Answered its last check (or the request that registered it).
-    HEALTHY = "healthy", "Healthy"
+    HEALTHY = "healthy", _("Healthy")
     # Its last check failed; still routable for asks until the dead-man window passes.
-    FAILING = "failing", "Failing"
+    FAILING = "failing", _("Failing")
     # Failed every check for DELIVERY_DEADMAN_SECONDS: asks cancelled, new asks refused.
-    DOWN = "down", "Down"
+    DOWN = "down", _("Down")
 
 
 class Endpoint(models.Model):

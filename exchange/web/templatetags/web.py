@@ -22,6 +22,7 @@ from exchange.ledger.units import MTOK_DECIMALS, is_currency
 from exchange.marketdata.selectors import ticker_get
 from exchange.markets.models import Market
 from exchange.web.labels import cancel_reason_text, order_status_text
+from orders.models import ListingStatus
 
 register = template.Library()
 EMPTY = "—"
@@ -157,6 +158,14 @@ def order_status(code: Any) -> str:
 @register.filter
 def cancel_reason(code: Any) -> str:
     return cancel_reason_text(code)
+
+
+@register.filter
+def listing_status(code: Any) -> str:
+    """A capacity listing's status (active / expiring / expired) in words."""
+    if code in ListingStatus.values:
+        return str(ListingStatus(code).label)
+    return str(code or "")
 
 
 @register.filter
