@@ -17,6 +17,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class AssetKind(models.TextChoices):
@@ -44,8 +45,8 @@ class Asset(models.Model):
 
 
 class Bucket(models.TextChoices):
-    AVAILABLE = "available", "Available"
-    HELD = "held", "Held"
+    AVAILABLE = "available", _("Available")
+    HELD = "held", _("Held")
 
 
 class SystemAccount(models.TextChoices):
@@ -119,19 +120,19 @@ class Account(models.Model):
 
 
 class TransactionKind(models.TextChoices):
-    DEPOSIT = "deposit", "Deposit"
-    WITHDRAWAL_HOLD = "withdrawal_hold", "Withdrawal requested (hold)"
-    WITHDRAWAL_COMPLETE = "withdrawal_complete", "Withdrawal paid out"
-    WITHDRAWAL_FAIL = "withdrawal_fail", "Withdrawal failed (released)"
-    HOLD = "hold", "Hold"
-    RELEASE = "release", "Release"
-    TRADE = "trade", "Trade settlement (with fees)"
-    CAPACITY_ISSUE = "capacity_issue", "Capacity issued"
-    CAPACITY_RETIRE = "capacity_retire", "Capacity retired"
-    ADJUSTMENT = "adjustment", "Staff adjustment"
-    DELIVERY = "delivery", "Delivery settled (tokens consumed, SLA credit)"
-    ESCROW_RELEASE = "escrow_release", "Escrow released to the provider"
-    LOT_EXPIRE = "lot_expire", "Unconsumed tokens retired at expiry"
+    DEPOSIT = "deposit", _("Deposit")
+    WITHDRAWAL_HOLD = "withdrawal_hold", _("Withdrawal requested (hold)")
+    WITHDRAWAL_COMPLETE = "withdrawal_complete", _("Withdrawal paid out")
+    WITHDRAWAL_FAIL = "withdrawal_fail", _("Withdrawal failed (released)")
+    HOLD = "hold", _("Hold")
+    RELEASE = "release", _("Release")
+    TRADE = "trade", _("Trade settlement (with fees)")
+    CAPACITY_ISSUE = "capacity_issue", _("Capacity issued")
+    CAPACITY_RETIRE = "capacity_retire", _("Capacity retired")
+    ADJUSTMENT = "adjustment", _("Staff adjustment")
+    DELIVERY = "delivery", _("Delivery settled (tokens consumed, SLA credit)")
+    ESCROW_RELEASE = "escrow_release", _("Escrow released to the provider")
+    LOT_EXPIRE = "lot_expire", _("Unconsumed tokens retired at expiry")
 
 
 class LedgerTransaction(models.Model):
