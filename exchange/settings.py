@@ -3,6 +3,7 @@
 See the configuration table in README.md for every variable.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -426,3 +427,58 @@ CELERY_BEAT_SCHEDULE["delivery-gateway-reap"] = {
     "schedule": GATEWAY_REAP_INTERVAL_SECONDS,
     "options": {"expires": GATEWAY_REAP_INTERVAL_SECONDS},
 }
+
+# --- Login abuse: lockout (django-axes), two-factor (django-otp), account email -------------
+INSTALLED_APPS += ["axes", "django_otp", "django_otp.plugins.otp_totp"]
+# OTPMiddleware after AuthenticationMiddleware (request.user.is_verified); AxesMiddleware last,
+# so it turns a lockout flagged anywhere below it into the lockout page.
+MIDDLEWARE += ["django_otp.middleware.OTPMiddleware", "axes.middleware.AxesMiddleware"]
+# AxesStandaloneBackend first: it refuses a locked-out client before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"  # survives restarts and Redis outages
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+# Counted per account (whatever the address: a distributed guess at one password) and per
+# address (whatever the account: one address trying many). "a+b" counts the pair instead.
+AXES_LOCKOUT_PARAMETERS = [
+    item.split("+") if "+" in item else item
+    for item in env.list("AXES_LOCKOUT_PARAMETERS", default=["username", "ip_address"])
+]
+# Emails are case-insensitive: DAVE@ and dave@ are one account, so one counter.
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.login_security.axes_username"
+# The login page with the reason and the cool-off (429), not a bare error page.
+AXES_LOCKOUT_CALLABLE = "accounts.login_security.lockout_response"
+# The cool-off runs from the last counted failure; attempts refused while locked do not extend
+# it, so "try again in 15 minutes" stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Not reset by a success: one address logging into its own account between guesses at
+# another would otherwise wipe the per-address counter (and the rows behind the other
+# account's counter with it).
+AXES_RESET_ON_SUCCESS = False
+# The client's address is REMOTE_ADDR (no django-ipware): behind a proxy, the ASGI server sets
+# it from the proxy's header (uvicorn --forwarded-allow-ips), never from a client's header.
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Token Exchange")
+# Signup answers the same whether or not the email is registered: a new account is activated
+# by a link sent to its address (the owner of a registered one is told instead). The demo
+# (DEMO=1) logs a newcomer in at once.
+SIGNUP_CONFIRM_EMAIL = env.bool("SIGNUP_CONFIRM_EMAIL", default=not DEMO)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 60 * 60)
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default=(
+        "django.core.mail.backends.console.EmailBackend"
+        if DEBUG
+        else "django.core.mail.backends.smtp.EmailBackend"
+    ),
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@localhost")

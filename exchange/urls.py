@@ -5,7 +5,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 import accounts.funding.admin  # noqa: F401  (registers the funding models with the admin)
 from accounts.funding.urls import web_urlpatterns as funding_pages
 from accounts.funding.webhooks import stripe_webhook
+from accounts.login_security import TwoFactorAdminSite
 from exchange import views
+
+# The admin: staff verified by TOTP in this session, logging in through the site's throttled
+# login (django-otp's documented swap, so every ModelAdmin registered on admin.site stays).
+admin.site.__class__ = TwoFactorAdminSite
 
 urlpatterns = [
     path("", views.home, name="home"),

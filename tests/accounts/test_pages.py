@@ -7,7 +7,10 @@ from accounts.models import Profile, User
 pytestmark = pytest.mark.django_db
 
 
-def test_signup_creates_user_with_profile_and_logs_in(client: Client) -> None:
+def test_signup_creates_user_with_profile_and_logs_in(client: Client, settings) -> None:
+    # the demo's signup (DEMO=1): in at once; elsewhere a link confirms the email first
+    # (tests/accounts/test_login_security.py)
+    settings.SIGNUP_CONFIRM_EMAIL = False
     response = client.post(
         reverse("accounts:signup"),
         {
@@ -26,7 +29,10 @@ def test_signup_creates_user_with_profile_and_logs_in(client: Client) -> None:
     assert client.get(reverse("accounts:profile")).status_code == 200
 
 
-def test_signup_refuses_duplicate_email_and_weak_password(client: Client, make_user) -> None:
+def test_signup_refuses_duplicate_email_and_weak_password(
+    client: Client, make_user, settings
+) -> None:
+    settings.SIGNUP_CONFIRM_EMAIL = False  # the demo's signup; elsewhere it never says so
     make_user(email="bob@example.com")
     response = client.post(
         reverse("accounts:signup"),
