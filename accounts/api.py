@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.audit import actor_from_request, audit_list
 from accounts.authentication import HasScope, request_scopes
-from accounts.models import SCOPE_CODES, ApiKey
+from accounts.models import SCOPE_CODES, ApiKey, AuditEvent
 from accounts.selectors import api_key_list
 from accounts.services import LIMIT_FIELDS, api_key_create, api_key_revoke
 
@@ -27,6 +29,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "expires_at",
             "revoked_at",
             "last_used_at",
+            "created_by_key",
             *LIMIT_FIELDS,
             "allowed_models",
         ]
@@ -54,8 +57,11 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
 
 class ApiKeyListApi(APIView):
+    """Managing keys needs a session or a key with the ``keys`` scope: a leaked read-only key
+    must not mint keys or revoke the user's bots' keys."""
+
     permission_classes = [HasScope]
-    required_scope = "read"
+    required_scope = "keys"
 
     @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -70,10 +76,11 @@ class ApiKeyListApi(APIView):
             name=body.validated_data["name"],
             scopes=body.validated_data["scopes"],
             expires_at=body.validated_data.get("expires_at"),
-            creator_scopes=request_scopes(request),
+            creator_key=request.auth if isinstance(request.auth, ApiKey) else None,
             limits={
                 field: body.validated_data.get(field) for field in (*LIMIT_FIELDS, "allowed_models")
             },
+            actor=actor_from_request(request),
         )
         data = ApiKeySerializer(created.api_key).data
         data["key"] = created.secret
@@ -82,9 +89,66 @@ class ApiKeyListApi(APIView):
 
 class ApiKeyDetailApi(APIView):
     permission_classes = [HasScope]
-    required_scope = "read"
+    required_scope = "keys"
 
-    @extend_schema(responses=ApiKeySerializer)
+    @extend_schema(
+        responses=ApiKeySerializer,
+        description="Revoke a key and the keys it created. With an API key, revoking a key "
+        "that holds `trade` or `withdraw` needs those scopes too.",
+    )
     def delete(self, request: Request, key_id: int) -> Response:
-        api_key = api_key_revoke(user=request.user, key_id=key_id)
+        api_key = api_key_revoke(
+            user=request.user,
+            key_id=key_id,
+            revoker_scopes=request_scopes(request),
+            actor=actor_from_request(request),
+        )
         return Response(ApiKeySerializer(api_key).data)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    api_key_prefix = serializers.CharField(
+        source="api_key.prefix",
+        allow_null=True,
+        default=None,
+        read_only=True,
+        help_text="The API key that acted; null: a browser session or an operator.",
+    )
+    details = serializers.DictField(
+        read_only=True,
+        help_text="What was acted on: for keys key_id, prefix, name, scopes (and with_parent "
+        "when revoked with the key that created it); for withdrawals withdrawal_id, currency, "
+        "amount.",
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "action", "created_at", "api_key_prefix", "ip", "user_agent", "details"]
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class AuditLogApi(APIView):
+    """The caller's audit log, newest first: key creation and revocation, withdrawal
+    requests, each with the IP address and user agent it came from."""
+
+    permission_classes = [HasScope]
+    required_scope = "read"
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        responses=AuditEventSerializer(many=True),
+        parameters=[
+            OpenApiParameter("cursor", str, description="From a previous page's next/previous."),
+            OpenApiParameter("page_size", int, description="Up to 500; default 50."),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(audit_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(AuditEventSerializer(page, many=True).data)

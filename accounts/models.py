@@ -92,9 +92,20 @@ class Scope(models.TextChoices):
     TRADE = "trade", "Trade"
     WITHDRAW = "withdraw", "Withdraw"
     CONSUME = "consume", "Consume (the /v1 gateway)"
+    KEYS = "keys", "Manage API keys"
 
 
-SCOPE_CODES = (Scope.READ.value, Scope.TRADE.value, Scope.WITHDRAW.value, Scope.CONSUME.value)
+SCOPE_CODES = (
+    Scope.READ.value,
+    Scope.TRADE.value,
+    Scope.WITHDRAW.value,
+    Scope.CONSUME.value,
+    Scope.KEYS.value,
+)
+# Revoking a key that holds one of these needs it too: a lesser key must not take a user's
+# trading or withdrawal bots offline.
+GUARDED_SCOPES = (Scope.TRADE.value, Scope.WITHDRAW.value)
+MAX_ACTIVE_API_KEYS = 50
 
 
 class ApiKey(models.Model):
@@ -112,6 +123,11 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # The key that created this one (empty: a browser session or an operator). Revoking a key
+    # revokes the keys it made, so a leaked key's children do not outlive it.
+    created_by_key = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children"
+    )
     # Limits an agent's owner sets on a ``consume`` key (the gateway enforces them; empty: none).
     # Budgets count prompt + completion tokens per UTC day / calendar month, in-flight requests
     # at their reserved worst case.
@@ -148,6 +164,34 @@ class ApiKey(models.Model):
         if self.expires_at is not None and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class AuditAction(models.TextChoices):
+    KEY_CREATED = "key_created", _("API key created")
+    KEY_REVOKED = "key_revoked", _("API key revoked")
+    WITHDRAWAL_REQUESTED = "withdrawal_requested", _("Withdrawal requested")
+
+
+class AuditEvent(models.Model):
+    """A security-relevant act on an account, for its owner to read (``accounts.audit``)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="audit_events")
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The key that acted; empty: a browser session (or an operator's command).
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["user", "-id"], name="audit_user_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.action} {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 from accounts.funding.models import *  # noqa: E402, F403  (funding models live in accounts.funding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
@@ -12,11 +13,25 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from accounts.models import REGION_CODES, SCOPE_CODES, ApiKey, Profile, Role, User
+from accounts.audit import Actor, audit_record
+from accounts.models import (
+    GUARDED_SCOPES,
+    MAX_ACTIVE_API_KEYS,
+    REGION_CODES,
+    SCOPE_CODES,
+    ApiKey,
+    AuditAction,
+    Profile,
+    Role,
+    User,
+)
 from exchange.db import unique_row
-from exchange.errors import Conflict, NotFound, ValidationFailed
+from exchange.errors import Conflict, Forbidden, NotFound, ValidationFailed
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "tx"
 
@@ -127,26 +142,57 @@ class CreatedApiKey(NamedTuple):
     secret: str  # the full key, shown once and never stored
 
 
+def _active_keys(user: User) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(user=user, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    )
+
+
+class TooManyApiKeys(Conflict):
+    code = "too_many_api_keys"
+
+
+@transaction.atomic
 def api_key_create(
     *,
     user: User,
     name: str,
     scopes: Iterable[str],
     expires_at: datetime | None = None,
-    creator_scopes: Iterable[str] | None = None,
+    creator_key: ApiKey | None = None,
     limits: dict[str, Any] | None = None,
+    actor: Actor | None = None,
 ) -> CreatedApiKey:
-    """Create a key. ``creator_scopes`` is set when another API key asks: no escalation.
+    """Create a key. ``creator_key`` is the API key asking, if any (None: a session or an
+    operator): the new key has none of the scopes it lacks and does not outlive it; not asking
+    for an expiry gives the creator's, asking for a later one is refused.
     ``limits``: ``LIMIT_FIELDS`` and ``allowed_models``, enforced by the gateway on ``consume``."""
     scope_list = _parse_scopes(scopes)
     parsed_limits = _parse_limits(limits or {})
-    if creator_scopes is not None and not set(scope_list) <= set(creator_scopes):
+    if creator_key is not None and not set(scope_list) <= set(creator_key.scopes):
         raise ValidationFailed("An API key cannot create a key with scopes it does not have.")
     name = (name or "").strip()
     if not name:
         raise ValidationFailed("Give the key a name.")
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationFailed("The expiry must be in the future.")
+    if creator_key is not None and creator_key.expires_at is not None:
+        if expires_at is None:
+            expires_at = creator_key.expires_at
+        elif expires_at > creator_key.expires_at:
+            raise ValidationFailed(
+                "An API key cannot create a key that expires after it does "
+                f"({creator_key.expires_at.isoformat()}).",
+                details={"max_expires_at": creator_key.expires_at.isoformat()},
+            )
+    # The user's row is the lock that makes the count and the insert one step: two concurrent
+    # requests cannot both create the 50th key.
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    if _active_keys(user).count() >= MAX_ACTIVE_API_KEYS:
+        raise TooManyApiKeys(
+            f"A user can have at most {MAX_ACTIVE_API_KEYS} active API keys; "
+            "revoke one you no longer use."
+        )
     prefix = secrets.token_hex(6)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
@@ -156,19 +202,106 @@ def api_key_create(
         hashed_key=api_key_hash(secret),
         scopes=scope_list,
         expires_at=expires_at,
+        created_by_key=creator_key,
         **parsed_limits,
+    )
+    audit_record(
+        user=user,
+        action=AuditAction.KEY_CREATED,
+        actor=actor,
+        key_id=api_key.id,
+        prefix=prefix,
+        name=api_key.name,
+        scopes=scope_list,
+        expires_at=expires_at.isoformat() if expires_at else None,
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
 
 
-def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
-    api_key = ApiKey.objects.filter(user=user, id=key_id).first()
+@transaction.atomic
+def api_key_revoke(
+    *,
+    user: User,
+    key_id: int,
+    revoker_scopes: Iterable[str] | None = None,
+    actor: Actor | None = None,
+) -> ApiKey:
+    """Revoke a key and every key made from it (and from those). ``revoker_scopes``: those of
+    the API key asking (None: a session, which may revoke any of its user's keys); revoking a
+    key that holds ``trade`` or ``withdraw`` needs them too."""
+    api_key = ApiKey.objects.select_for_update().filter(user=user, id=key_id).first()
     if api_key is None:
         raise NotFound("No such API key.")
-    if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
+    if revoker_scopes is not None:
+        missing = sorted((set(api_key.scopes) & set(GUARDED_SCOPES)) - set(revoker_scopes))
+        if missing:
+            raise Forbidden(
+                f"Revoking a key with the {', '.join(map(repr, missing))} scope needs "
+                "that scope too.",
+                details={"missing_scopes": missing},
+            )
+    now = timezone.now()
+    revoked: list[ApiKey] = []
+    parents = [api_key]
+    seen = {api_key.id}
+    while parents:
+        for key in parents:
+            if key.revoked_at is None:
+                key.revoked_at = now
+                key.save(update_fields=["revoked_at"])
+                revoked.append(key)
+        children = list(
+            ApiKey.objects.select_for_update()
+            .filter(user=user, created_by_key__in=[key.id for key in parents])
+            .exclude(id__in=seen)
+        )
+        seen.update(key.id for key in children)
+        parents = children
+    for key in revoked:
+        audit_record(
+            user=user,
+            action=AuditAction.KEY_REVOKED,
+            actor=actor,
+            key_id=key.id,
+            prefix=key.prefix,
+            name=key.name,
+            scopes=key.scopes,
+            **({"with_parent": api_key.id} if key.id != api_key.id else {}),
+        )
+    if revoked:
+        ids = [key.id for key in revoked]
+        transaction.on_commit(lambda: credentials_ended(user_id=user.id, api_key_ids=ids))
     return api_key
+
+
+def credentials_ended(
+    *, user_id: int, api_key_ids: Iterable[int] = (), session_key: str | None = None
+) -> None:
+    """Tell the user's open websockets that keys were revoked or a session ended: the ones
+    using them close their private subscription (4401). Best effort: with the channel layer
+    unreachable, each connection's periodic re-check closes it instead."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from exchange.marketdata.publisher import user_group
+
+    message = {
+        "type": "user.credentials_ended",
+        "api_key_ids": list(api_key_ids),
+        "session_key": session_key,
+    }
+    try:
+        async_to_sync(get_channel_layer().group_send)(user_group(user_id), message)
+    except Exception:  # the layer is down: the heartbeat re-check is the backstop
+        logger.warning("could not notify websockets of ended credentials", exc_info=True)
+
+
+def session_ended(sender: Any, request: Any, user: User | None, **kwargs: Any) -> None:
+    """On logout (``user_logged_out``, sent before the session is flushed): close the
+    session's websockets' private channel."""
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is not None and session_key:
+        credentials_ended(user_id=user.pk, session_key=session_key)
 
 
 def api_key_authenticate(*, key: str) -> ApiKey | None:

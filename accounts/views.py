@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.audit import actor_from_request, audit_list
 from accounts.forms import ApiKeyForm, EmailAuthenticationForm, ProfileForm, SignUpForm
 from accounts.models import Profile
 from accounts.selectors import api_key_list
@@ -75,6 +76,9 @@ def profile(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/profile.html", {"form": form, "profile": current})
 
 
+AUDIT_ON_PAGE = 20  # the newest; the rest through GET /api/v1/audit-log
+
+
 @login_required
 def api_keys(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
@@ -90,6 +94,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                     field: form.cleaned_data.get(field)
                     for field in (*LIMIT_FIELDS, "allowed_models")
                 },
+                actor=actor_from_request(request),
             )
         except ExchangeError as error:
             form.add_error(None, error.message)
@@ -99,7 +104,12 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/api_keys.html",
-        {"form": form, "keys": api_key_list(user=request.user), "new_secret": new_secret},
+        {
+            "form": form,
+            "keys": api_key_list(user=request.user),
+            "new_secret": new_secret,
+            "audit_events": audit_list(user=request.user)[:AUDIT_ON_PAGE],
+        },
     )
 
 
@@ -107,7 +117,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 @require_POST
 def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
     try:
-        api_key_revoke(user=request.user, key_id=key_id)
+        api_key_revoke(user=request.user, key_id=key_id, actor=actor_from_request(request))
     except ExchangeError as error:
         messages.error(request, error.message)
     else:

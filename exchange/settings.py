@@ -318,6 +318,9 @@ CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {
 
 # --- Websocket feed -----------------------------------------------------------------------------
 WS_HEARTBEAT_SECONDS = env.float("WS_HEARTBEAT_SECONDS", default=5.0)
+# A connection on the private ``user`` channel re-checks its key or session this often (on a
+# heartbeat). Revocation and logout also push a close at once; this is the backstop for a lost push.
+WS_CREDENTIAL_RECHECK_SECONDS = env.float("WS_CREDENTIAL_RECHECK_SECONDS", default=30.0)
 # The runner publishes each market's public data (trades, book, candles) at most once per this
 # many milliseconds, merging what committed in between (0: after every batch).
 FEED_COALESCE_MS = env.int("FEED_COALESCE_MS", default=100)

@@ -31,4 +31,5 @@ if REDIS_URL:  # noqa: F405
     REDIS_URL = urlunsplit(_parts._replace(path=f"/{8 + int(_worker[2:] or 0)}"))
     CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{**CHANNEL_REDIS_HOST, "address": REDIS_URL}]  # noqa: F405
     CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
-WS_HEARTBEAT_SECONDS = 3600.0  # tests that want heartbeats set it themselves
+# tests that want heartbeats set it themselves (a served test passes it in the environment)
+WS_HEARTBEAT_SECONDS = float(os.environ.get("WS_HEARTBEAT_SECONDS", "3600"))

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.audit import actor_from_request, audit_withdrawal
 from accounts.authentication import HasScope
 from accounts.funding import services
 from accounts.funding.models import Deposit, Withdrawal
@@ -152,11 +153,9 @@ class WithdrawalListApi(_ListCreate):
             amount=data.validated_data["amount"],
             client_request_id=data.validated_data.get("client_request_id"),
         )
-        code = (
-            status.HTTP_200_OK
-            if getattr(withdrawal, "replayed", False)
-            else status.HTTP_201_CREATED
-        )
+        replayed = getattr(withdrawal, "replayed", False)
+        code = status.HTTP_200_OK if replayed else status.HTTP_201_CREATED
+        audit_withdrawal(withdrawal, actor=actor_from_request(request), replayed=replayed)
         withdrawal.refresh_from_db()
         return Response(WithdrawalSerializer(withdrawal).data, status=code)
 

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
+from accounts.audit import actor_from_request, audit_withdrawal
 from accounts.funding import services, stripe_gateway
 from accounts.funding.selectors import connected_account_get, deposit_list, withdrawal_list
 from accounts.models import Profile
@@ -129,11 +130,12 @@ def payouts(request: HttpRequest) -> HttpResponse:
     form = AmountForm(request.POST or None)
     if request.method == "POST" and enabled and form.is_valid():
         try:
-            services.withdrawal_request(
+            withdrawal = services.withdrawal_request(
                 user=request.user,
                 currency=form.cleaned_data["currency"],
                 amount=form.cleaned_data["amount"],
             )
+            audit_withdrawal(withdrawal, actor=actor_from_request(request))
         except ExchangeError as error:
             form.add_error(None, error.message)
         else:

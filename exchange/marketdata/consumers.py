@@ -61,15 +61,48 @@ def _markets_load() -> dict[str, Market]:
 
 
 @database_sync_to_async
-def _key_user(key: str) -> tuple[Any, str | None]:
+def _key_user(key: str) -> tuple[Any, str | None, int | None]:
+    """(user, problem, key id): the key's user, or None and why."""
     from accounts.services import api_key_authenticate
 
     api_key = api_key_authenticate(key=key)
     if api_key is None:
-        return None, "Invalid, expired or revoked API key."
+        return None, "Invalid, expired or revoked API key.", None
     if "read" not in api_key.scopes:
-        return None, "This API key lacks the 'read' scope."
-    return api_key.user, None
+        return None, "This API key lacks the 'read' scope.", None
+    return api_key.user, None, api_key.id
+
+
+# The close code of a connection whose key was revoked or whose session ended (4000-4999 are
+# the application's; 4401 reads as HTTP's 401).
+CREDENTIALS_ENDED_CODE = 4401
+
+
+@database_sync_to_async
+def _credential_valid(user_id: int, key_id: int | None, session_key: str | None) -> bool:
+    """Whether the connection's credential still holds, from the database (never a cache: the
+    HTTP paths cache keys for ``API_KEY_CACHE_SECONDS``, this is the check that ends access)."""
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.contrib.auth import get_user
+
+    from accounts.models import ApiKey
+
+    if key_id is not None:
+        api_key = ApiKey.objects.select_related("user").filter(id=key_id).first()
+        return (
+            api_key is not None
+            and api_key.is_usable()
+            and api_key.user.is_active
+            and "read" in api_key.scopes
+        )
+    if session_key is not None:
+        # as a request would: a flushed session, another user or a changed password all fail
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+        return user.is_authenticated and user.pk == user_id
+    return False
 
 
 def _bearer_key(scope: dict[str, Any]) -> str | None:
@@ -107,13 +140,18 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.user = self.scope.get("user")
         if self.user is not None and not self.user.is_authenticated:
             self.user = None
+        # the credential behind self.user, re-checked while the private channel is open
+        self.key_id: int | None = None
+        session = self.scope.get("session")
+        self.session_key: str | None = session.session_key if self.user and session else None
+        self.credential_checked = time.monotonic()
         key = _bearer_key(self.scope)
         if key is not None:
-            key_user, _problem = await _key_user(key)
+            key_user, _problem, key_id = await _key_user(key)
             if key_user is None:
                 await self.close()  # before accept: the handshake is answered 403
                 return
-            self.user = key_user
+            self.user, self.key_id, self.session_key = key_user, key_id, None
         self.user_subscribed = False
         self.user_joined = 0.0
         self.layer = get_channel_layer()
@@ -177,6 +215,16 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)
             await self.send_json({"type": "heartbeat", "time": int(time.time() * 1000)})
+            # the backstop of the push in ``_user_message``: a revocation or logout whose
+            # message was lost (channel layer down) still ends the private channel
+            recheck = time.monotonic() - self.credential_checked
+            if (
+                self.user_subscribed
+                and recheck >= settings.WS_CREDENTIAL_RECHECK_SECONDS
+                and not await self._credential_still_valid()
+            ):
+                await self._credentials_ended()
+                return
             # channels-redis forgets group members after a day: renew the private subscription
             if (
                 self.user_subscribed
@@ -263,6 +311,9 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 await self.hub.subscribe(market, self)
             self.subscriptions[market.id].update(market_channels)
         if "user" in channels and not self.user_subscribed:
+            if not await self._credential_still_valid():
+                await self._credentials_ended()
+                return
             await self._user_join()
         await self.send_json(
             {"type": "subscribed", "id": request_id, "channels": channels,
@@ -305,13 +356,14 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(key, str):
             await self.error("invalid", "auth needs a key.", id=request_id)
             return
-        user, problem = await _key_user(key)
+        user, problem, key_id = await _key_user(key)
         if user is None:
             await self.error("authentication_failed", problem or "refused", id=request_id)
             return
         if self.user_subscribed and self.user is not None and self.user.id != user.id:
             await self._user_leave()
-        self.user = user
+        self.user, self.key_id, self.session_key = user, key_id, None
+        self.credential_checked = time.monotonic()
         await self.send_json({"type": "authenticated", "id": request_id})
 
     # -- snapshots ---------------------------------------------------------------------------
@@ -385,6 +437,36 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     async def _user_message(self, event: dict[str, Any]) -> None:
         if event.get("type") == "user.updates" and self.user_subscribed:
             await self.user_updates(event)
+        elif event.get("type") == "user.credentials_ended" and self.user_subscribed:
+            # sent by accounts.services.credentials_ended on key revocation and logout
+            ended = (self.key_id is not None and self.key_id in event.get("api_key_ids", ())) or (
+                self.session_key is not None and self.session_key == event.get("session_key")
+            )
+            if ended:
+                await self._credentials_ended()
+
+    async def _credential_still_valid(self) -> bool:
+        self.credential_checked = time.monotonic()
+        if self.user is None:
+            return False
+        return await _credential_valid(self.user.id, self.key_id, self.session_key)
+
+    async def _credentials_ended(self) -> None:
+        """The key was revoked or the session ended: nothing private is sent any more, and the
+        connection is closed with 4401 (the client reconnects with a valid credential)."""
+        if self.user_subscribed:
+            await self._user_leave()
+        self.user = None
+        if self.heartbeat is not asyncio.current_task():
+            self.heartbeat.cancel()
+        self.outbox.stop()
+        try:
+            await self.base_send(
+                {"type": "websocket.close", "code": CREDENTIALS_ENDED_CODE,
+                 "reason": "credentials revoked or expired"}
+            )  # fmt: skip
+        except Exception:  # already gone
+            return
 
     async def user_updates(self, event: dict[str, Any]) -> None:
         updates = []

@@ -25,7 +25,7 @@ def test_key_create_use_revoke_then_401(make_user) -> None:
     session = APIClient()
     session.force_login(user)
     created = session.post(
-        "/api/v1/api-keys", {"name": "bot", "scopes": ["read", "trade"]}, format="json"
+        "/api/v1/api-keys", {"name": "bot", "scopes": ["read", "trade", "keys"]}, format="json"
     )
     assert created.status_code == 201
     secret = created.json()["key"]
@@ -70,7 +70,7 @@ def test_expired_key_gets_401(make_user) -> None:
     created = api_key_create(
         user=make_user(),
         name="bot",
-        scopes=["read"],
+        scopes=["read", "keys"],
         expires_at=timezone.now() + timedelta(seconds=30),
     )
     assert bearer(created.secret).get("/api/v1/api-keys").status_code == 200
@@ -87,11 +87,11 @@ def test_key_without_scope_gets_403(make_user) -> None:
     response = bearer(created.secret).get("/api/v1/api-keys")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
-    assert "read" in response.json()["error"]["message"]
+    assert "keys" in response.json()["error"]["message"]
 
 
 def test_a_key_cannot_mint_a_key_with_more_scopes(make_user) -> None:
-    created = api_key_create(user=make_user(), name="reader", scopes=["read"])
+    created = api_key_create(user=make_user(), name="manager", scopes=["read", "keys"])
     response = bearer(created.secret).post(
         "/api/v1/api-keys", {"name": "escalate", "scopes": ["read", "withdraw"]}, format="json"
     )
@@ -113,7 +113,7 @@ def test_secret_is_stored_only_as_a_hash(make_user) -> None:
 
 def test_cannot_revoke_another_users_key(make_user) -> None:
     owner_key = api_key_create(user=make_user(), name="owner", scopes=["read"])
-    other_key = api_key_create(user=make_user(), name="other", scopes=["read"])
+    other_key = api_key_create(user=make_user(), name="other", scopes=["read", "keys"])
     response = bearer(other_key.secret).delete(f"/api/v1/api-keys/{owner_key.api_key.id}")
     assert response.status_code == 404
     assert ApiKey.objects.get(id=owner_key.api_key.id).revoked_at is None
@@ -141,10 +141,10 @@ def test_operator_commands_create_user_and_print_only_the_key() -> None:
         "create_user", "bot@example.com", "--role", "both", "--password", "x-Strong-42!", stdout=out
     )
     key_out = StringIO()
-    call_command("create_api_key", "bot@example.com", "--scopes", "read,trade", stdout=key_out)
+    call_command("create_api_key", "bot@example.com", "--scopes", "read,trade,keys", stdout=key_out)
     secret = key_out.getvalue().strip()
     assert secret.startswith("tx_")
     assert "\n" not in secret
     key = ApiKey.objects.get(user__email="bot@example.com")
-    assert key.scopes == ["read", "trade"]
+    assert key.scopes == ["read", "trade", "keys"]
     assert bearer(secret).get("/api/v1/api-keys").status_code == 200

@@ -23,6 +23,16 @@ def connect(headers=ORIGIN, **scope) -> WebsocketCommunicator:
     return communicator
 
 
+def logged_in(user) -> list[tuple[bytes, bytes]]:
+    """Handshake headers of a browser logged in as ``user``: a real session, which the private
+    channel re-checks (a user put in the scope without one is refused)."""
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(user)
+    return [*ORIGIN, (b"cookie", f"sessionid={browser.cookies['sessionid'].value}".encode())]
+
+
 @database_sync_to_async
 def place(user, market, side, price, quantity):
     request = order_request_parse(market=market, side=side, price=price, quantity=quantity)
@@ -179,10 +189,10 @@ def test_user_channel_needs_authentication_and_gets_only_my_fills(market, make_u
 
 
 def test_session_user_may_subscribe_to_user_channel(market, make_user) -> None:
-    user = make_user()
+    headers = logged_in(make_user())
 
     async def scenario():
-        ws = connect(user=user)
+        ws = connect(headers=headers)
         await ws.connect()
         await ws.send_json_to({"op": "subscribe", "channels": ["user"]})
         assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
@@ -211,6 +221,7 @@ def test_private_subscription_is_renewed_before_the_layer_forgets_it(
     settings.WS_HEARTBEAT_SECONDS = 0.05
     monkeypatch.setattr(hub, "GROUP_RENEW_SECONDS", 0.1)
     user = make_user()
+    headers = logged_in(user)
     layer = get_channel_layer()
     joins = []
     original = layer.group_add
@@ -222,7 +233,7 @@ def test_private_subscription_is_renewed_before_the_layer_forgets_it(
     monkeypatch.setattr(layer, "group_add", counting_group_add)
 
     async def scenario():
-        ws = connect(user=user)
+        ws = connect(headers=headers)
         await ws.connect()
         await ws.send_json_to({"op": "subscribe", "channels": ["user"]})
         assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"

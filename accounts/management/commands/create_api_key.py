@@ -14,7 +14,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("email")
-        parser.add_argument("--scopes", default="read", help="Comma-separated: read,trade,withdraw")
+        parser.add_argument(
+            "--scopes", default="read", help="Comma-separated: read,trade,withdraw,consume,keys"
+        )
         parser.add_argument("--name", default="cli")
         parser.add_argument("--expires-days", type=int, default=None)
 
