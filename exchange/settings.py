@@ -274,6 +274,9 @@ LOGGING = {
         # Each request is logged once, by the server's access log (see exchange.logs).
         "django.request": {"filters": ["client_errors_once"]},
         "django.channels.server": {"filters": ["client_errors_at_info"]},
+        # httpx logs every upstream request at INFO: a line per gateway request (its CPU and
+        # the log volume); failures are logged by the gateway itself
+        "httpx": {"level": "WARNING"},
     },
 }
 

@@ -634,22 +634,44 @@ def escrow_release_many(*, releases: list[EscrowRelease]) -> list[int]:
     return journal_post_ids(entries) if entries else []
 
 
+def _delivery_hold_entry(
+    user_id: int, tokens: dict[str, int], reference: str, idempotency_key: str
+) -> Entry:
+    legs = [
+        leg
+        for asset, amount in sorted(tokens.items())
+        if amount
+        for leg in _move(user_id, _asset(asset), AVAILABLE, HELD, _positive(amount, "tokens"))
+    ]
+    return _entry(
+        kind=TransactionKind.HOLD, reference=reference, idempotency_key=idempotency_key, legs=legs
+    )
+
+
 def delivery_hold(
     *, user: Any, tokens: dict[str, int], reference: str, idempotency_key: str
 ) -> LedgerTransaction:
     """A gateway reservation: the user's available tokens of each asset → held, in ONE
     transaction (a request draws on two markets). Raises ``InsufficientFunds`` with nothing
     written if any asset is short."""
-    legs = [
-        leg
-        for asset, amount in sorted(tokens.items())
-        if amount
-        for leg in _move(user.pk, _asset(asset), AVAILABLE, HELD, _positive(amount, "tokens"))
-    ]
-    return _one(
-        _entry(kind=TransactionKind.HOLD, reference=reference, idempotency_key=idempotency_key,
-               legs=legs)
-    )  # fmt: skip
+    return _one(_delivery_hold_entry(user.pk, tokens, reference, idempotency_key))
+
+
+class DeliveryHold(NamedTuple):
+    """The arguments of ``delivery_hold``, for ``delivery_hold_many``."""
+
+    user_id: int
+    tokens: dict[str, int]
+    reference: str
+    idempotency_key: str
+
+
+def delivery_hold_many(*, holds: list[DeliveryHold]) -> list[int]:
+    """Several reservations' holds in one journal post (the gateway's group of concurrent
+    requests): one transaction each, every balance moved once. All or none: raises
+    ``InsufficientFunds`` with nothing written if any account is short. Returns the ids."""
+    entries = [_delivery_hold_entry(*hold) for hold in holds]
+    return journal_post_ids(entries) if entries else []
 
 
 class DeliveredTokens(NamedTuple):
@@ -659,6 +681,38 @@ class DeliveredTokens(NamedTuple):
     asset: str
     held: int
     used: int
+
+
+def _delivery_settle_entry(
+    user_id: int,
+    tokens: list[DeliveredTokens],
+    currency: str,
+    credit: int,
+    reference: str,
+    idempotency_key: str,
+) -> Entry:
+    legs: list[Leg] = []
+    for asset, held, used in tokens:
+        _asset(asset)
+        if type(used) is not int or type(held) is not int or not 0 <= used <= held:
+            raise ValidationFailed("used tokens must be between 0 and the held tokens.")
+        if held == 0:
+            continue
+        legs.append(Leg(user_account(user_id, asset), HELD, -held))
+        if used:
+            legs.append(Leg(system_account(SystemAccount.DELIVERED, asset), AVAILABLE, used))
+        if held > used:
+            legs.append(Leg(user_account(user_id, asset), AVAILABLE, held - used))
+    if credit:
+        legs += _between(
+            (system_account(SystemAccount.ESCROW, _currency(currency)), AVAILABLE),
+            (user_account(user_id, currency), AVAILABLE),
+            _positive(credit, "credit"),
+        )
+    return _entry(
+        kind=TransactionKind.DELIVERY, reference=reference, idempotency_key=idempotency_key,
+        legs=legs,
+    )  # fmt: skip
 
 
 def delivery_settle(
@@ -673,28 +727,29 @@ def delivery_settle(
     """Settle a gateway reservation in ONE transaction: the used tokens leave the user's hold
     for the DELIVERED account, the unused ones return to available, and an SLA ``credit``
     (quote units, may be 0) goes from escrow to the user's available."""
-    legs: list[Leg] = []
-    for asset, held, used in tokens:
-        _asset(asset)
-        if type(used) is not int or type(held) is not int or not 0 <= used <= held:
-            raise ValidationFailed("used tokens must be between 0 and the held tokens.")
-        if held == 0:
-            continue
-        legs.append(Leg(user_account(user.pk, asset), HELD, -held))
-        if used:
-            legs.append(Leg(system_account(SystemAccount.DELIVERED, asset), AVAILABLE, used))
-        if held > used:
-            legs.append(Leg(user_account(user.pk, asset), AVAILABLE, held - used))
-    if credit:
-        legs += _between(
-            (system_account(SystemAccount.ESCROW, _currency(currency)), AVAILABLE),
-            (user_account(user.pk, currency), AVAILABLE),
-            _positive(credit, "credit"),
-        )
     return _one(
-        _entry(kind=TransactionKind.DELIVERY, reference=reference,
-               idempotency_key=idempotency_key, legs=legs)
-    )  # fmt: skip
+        _delivery_settle_entry(user.pk, tokens, currency, credit, reference, idempotency_key)
+    )
+
+
+class DeliverySettle(NamedTuple):
+    """The arguments of ``delivery_settle``, for ``delivery_settle_many``."""
+
+    user_id: int
+    tokens: list[DeliveredTokens]
+    currency: str
+    credit: int
+    reference: str
+    idempotency_key: str
+
+
+def delivery_settle_many(*, settles: list[DeliverySettle]) -> list[int]:
+    """Several reservations settled in one journal post: one transaction each, every balance
+    moved once per post, so the DELIVERED (and ESCROW) system rows are locked and updated once
+    for a whole group of concurrent settles, not once per request. All or none. Must run
+    inside the caller's transaction (the reservations and lots it settles are locked there)."""
+    entries = [_delivery_settle_entry(*settle) for settle in settles]
+    return journal_post_ids(entries) if entries else []
 
 
 def delivery_release(

@@ -27,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from exchange.delivery.escrow.grouping import GroupCommit
 from exchange.delivery.escrow.lots import escrow_slice
 from exchange.delivery.escrow.models import Lot, Reservation, ReservationPart, ReservationStatus
 from exchange.delivery.escrow.selectors import ModelPair
@@ -207,6 +208,17 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
+class OpenRequest(NamedTuple):
+    """The arguments of ``reservation_open``, for a group of them."""
+
+    user: Any
+    pair: ModelPair
+    provider_id: int
+    input_tokens: int
+    output_tokens: int
+    key: str
+
+
 def reservation_open(
     *,
     user: Any,
@@ -219,85 +231,194 @@ def reservation_open(
     """Hold the request's worst case: ``input_tokens`` of the pair's input market and
     ``output_tokens`` of its output market, from ``provider_id``'s unexpired lots (earliest
     expiry first), in the ledger (available → held) and on the lots (reserved), in ONE short
-    transaction. Idempotent by ``key``: the same key returns the first reservation.
+    transaction, shared with whatever other reservations this process opens at the same moment
+    (``grouping``: one commit for the group; each gets its own answer as if alone). Idempotent
+    by ``key``: the same key returns the first reservation.
 
     Raises ``InsufficientAllocation`` (needed / held, for that provider) with nothing changed.
     Concurrent reservations can never exceed what is held: the lots are locked, and the
     ledger's and the lots' CHECK constraints stop an overdraft in any case.
     """
-    needed = (_count(input_tokens, "input_tokens"), _count(output_tokens, "output_tokens"))
+    return _opens.run(OpenRequest(user, pair, provider_id, input_tokens, output_tokens, key))
+
+
+def _open_check(request: OpenRequest) -> tuple[int, int]:
+    needed = (
+        _count(request.input_tokens, "input_tokens"),
+        _count(request.output_tokens, "output_tokens"),
+    )
     if not any(needed):
         raise ValidationFailed("A reservation needs some tokens.")
+    key = request.key
     if not isinstance(key, str) or not key or len(key) > 200:
         raise ValidationFailed("key must be a non-empty string of at most 200 characters.")
-    existing = Reservation.objects.filter(key=key).first()
-    if existing is not None:
-        if existing.user_id != user.pk:
-            raise Conflict("That key belongs to another reservation.", details={"key": key})
-        return existing
-    now = timezone.now()
-    markets = (pair.input_market, pair.output_market)
+    return needed
+
+
+def _opens_process(requests: list[OpenRequest]) -> list[Any]:
+    """Open a group of reservations in ONE durable transaction; an outcome per request (its
+    Reservation, or the error it alone raises). If the group as a whole is refused (a ledger
+    balance short although the lots cover it, or a concurrent open of the same key), each
+    request is retried alone, so one request's refusal never fails the others."""
+    outcomes: list[Any] = [None] * len(requests)
+    needs: dict[int, tuple[int, int]] = {}
+    for number, request in enumerate(requests):
+        try:
+            needs[number] = _open_check(request)
+        except ExchangeError as error:
+            outcomes[number] = error
+    keys = {requests[number].key for number in needs}
+    if len(keys) < len(needs):  # the same key twice in one group: each alone, in turn
+        return [outcomes[n] or _opens_process([r])[0] for n, r in enumerate(requests)]
+    existing = {r.key: r for r in Reservation.objects.filter(key__in=keys)} if keys else {}
+    for number in list(needs):
+        found = existing.get(requests[number].key)
+        if found is not None:
+            del needs[number]
+            outcomes[number] = (
+                found
+                if found.user_id == requests[number].user.pk
+                else Conflict(
+                    "That key belongs to another reservation.",
+                    details={"key": requests[number].key},
+                )
+            )
+    if not needs:
+        return outcomes
+    held_by: dict[int, tuple[int, int]] = {}  # what each could draw from its lots
     try:
         with transaction.atomic(durable=True):
-            lots = _lots_lock(
-                holder=user,
-                provider_id=provider_id,
-                market__in=markets,
-                closed_at__isnull=True,
-                expires_at__gt=now,
+            for number, outcome in _opens_write(requests, needs, held_by).items():
+                outcomes[number] = outcome
+    except (InsufficientFunds, IntegrityError) as error:
+        if len(needs) > 1:
+            for number in needs:
+                outcomes[number] = _opens_process([requests[number]])[0]
+            return outcomes
+        (number,) = needs
+        request = requests[number]
+        if isinstance(error, IntegrityError):
+            # a concurrent open with the same key won the unique constraint: return its row
+            found = Reservation.objects.filter(key=request.key, user=request.user).first()
+            if found is None:
+                raise
+            outcomes[number] = found
+        else:
+            # the lots cover it but the ledger does not: sell orders hold the tokens
+            markets = (request.pair.input_market, request.pair.output_market)
+            held = held_by
+            balances = [
+                ledger_selectors.balance_get(user=request.user, asset=m.symbol).available
+                for m in markets
+            ]
+            outcomes[number] = _insufficient(
+                needs[number],
+                (min(held[number][0], balances[0]), min(held[number][1], balances[1])),
+                request.pair,
             )
-            parts: list[tuple[Lot, int]] = []
-            held = []
-            for market, need in zip(markets, needed, strict=True):
-                mine = [lot for lot in lots if lot.market_id == market.id]
-                held.append(sum(max(lot.free_tokens, 0) for lot in mine))
-                for lot in mine:
-                    if need == 0:
-                        break
-                    take = min(max(lot.free_tokens, 0), need)
-                    if take:
-                        parts.append((lot, take))
-                        lot.reserved_tokens += take
-                        need -= take
-            if held[0] < needed[0] or held[1] < needed[1]:
-                raise _insufficient(needed, (held[0], held[1]), pair)
-            reservation = Reservation.objects.create(
-                user=user,
-                provider_id=provider_id,
-                input_market=pair.input_market,
-                output_market=pair.output_market,
-                key=key,
-                input_tokens=needed[0],
-                output_tokens=needed[1],
+    return outcomes
+
+
+def _opens_write(
+    requests: list[OpenRequest],
+    needs: dict[int, tuple[int, int]],
+    held_by: dict[int, tuple[int, int]],
+) -> dict[int, Any]:
+    """Inside the group's transaction: lock every lot the group may draw on (one statement, by
+    id), take each request's tokens in turn (earliest expiry first), then write the
+    reservations, their parts, the lots' counters and the ledger holds in a few statements."""
+    now = timezone.now()
+    triples = {
+        (requests[n].user.pk, requests[n].provider_id, market.id)
+        for n in needs
+        for market in (requests[n].pair.input_market, requests[n].pair.output_market)
+    }
+    columns = zip(*sorted(triples), strict=True)
+    holders, providers, markets_ids = (list(column) for column in columns)
+    lots = sorted(
+        Lot.objects.raw(
+            "SELECT * FROM delivery_escrow_lot WHERE (holder_id, provider_id, market_id) IN "
+            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) "
+            "AND closed_at IS NULL AND expires_at > %s ORDER BY id FOR UPDATE",
+            [holders, providers, markets_ids, now],
+        ),
+        key=lambda lot: (lot.expires_at, lot.id),
+    )
+    by_owner: dict[tuple[int, int, int], list[Lot]] = {}
+    for lot in lots:
+        by_owner.setdefault((lot.holder_id, lot.provider_id, lot.market_id), []).append(lot)
+    outcomes: dict[int, Any] = {}
+    planned: list[tuple[int, list[tuple[Lot, int]]]] = []
+    touched: dict[int, Lot] = {}
+    for number, needed in needs.items():
+        request = requests[number]
+        markets = (request.pair.input_market, request.pair.output_market)
+        held = []
+        for market in markets:
+            mine = by_owner.get((request.user.pk, request.provider_id, market.id), [])
+            held.append(sum(max(lot.free_tokens, 0) for lot in mine))
+        held_by[number] = (held[0], held[1])
+        if held[0] < needed[0] or held[1] < needed[1]:
+            outcomes[number] = _insufficient(needed, (held[0], held[1]), request.pair)
+            continue
+        parts: list[tuple[Lot, int]] = []
+        for market, need in zip(markets, needed, strict=True):
+            for lot in by_owner.get((request.user.pk, request.provider_id, market.id), []):
+                if need == 0:
+                    break
+                take = min(max(lot.free_tokens, 0), need)
+                if take:
+                    parts.append((lot, take))
+                    lot.reserved_tokens += take
+                    touched[lot.id] = lot
+                    need -= take
+        planned.append((number, parts))
+    if not planned:
+        return outcomes
+    reservations = Reservation.objects.bulk_create(
+        [
+            Reservation(
+                user_id=requests[number].user.pk,
+                provider_id=requests[number].provider_id,
+                input_market=requests[number].pair.input_market,
+                output_market=requests[number].pair.output_market,
+                key=requests[number].key,
+                input_tokens=needs[number][0],
+                output_tokens=needs[number][1],
                 created_at=now,
             )
-            ReservationPart.objects.bulk_create(
-                [ReservationPart(reservation=reservation, lot=lot, tokens=n) for lot, n in parts]
+            for number, _ in planned
+        ]
+    )
+    ReservationPart.objects.bulk_create(
+        [
+            ReservationPart(reservation=reservation, lot=lot, tokens=tokens)
+            for reservation, (_, parts) in zip(reservations, planned, strict=True)
+            for lot, tokens in parts
+        ]
+    )
+    rows_update(
+        Lot,
+        [("reserved_tokens", "bigint")],
+        [(lot.id, lot.reserved_tokens) for lot in sorted(touched.values(), key=lambda lot: lot.id)],
+    )
+    ledger.delivery_hold_many(
+        holds=[
+            ledger.DeliveryHold(
+                reservation.user_id,
+                {
+                    requests[number].pair.input_market.symbol: needs[number][0],
+                    requests[number].pair.output_market.symbol: needs[number][1],
+                },
+                f"reservation:{reservation.id}",
+                f"reservation:{reservation.id}:hold",
             )
-            _lots_save([lot for lot, _ in parts], now)
-            try:
-                ledger.delivery_hold(
-                    user=user,
-                    tokens={m.symbol: n for m, n in zip(markets, needed, strict=True)},
-                    reference=f"reservation:{reservation.id}",
-                    idempotency_key=f"reservation:{reservation.id}:hold",
-                )
-            except InsufficientFunds as error:
-                # the lots cover it but the ledger does not: sell orders hold the tokens
-                balances = [
-                    ledger_selectors.balance_get(user=user, asset=m.symbol).available
-                    for m in markets
-                ]
-                raise _insufficient(
-                    needed, (min(held[0], balances[0]), min(held[1], balances[1])), pair
-                ) from error
-    except IntegrityError:
-        # a concurrent open with the same key won the unique constraint: return its row
-        existing = Reservation.objects.filter(key=key, user=user).first()
-        if existing is None:
-            raise
-        return existing
-    return reservation
+            for reservation, (number, _) in zip(reservations, planned, strict=True)
+        ]
+    )
+    for reservation, (number, _) in zip(reservations, planned, strict=True):
+        outcomes[number] = reservation
+    return outcomes
 
 
 def _reservation_lock(reservation_id: int) -> Reservation:
@@ -346,6 +467,15 @@ def _credit_for(value: int, rate: Decimal) -> int:
     return value * numerator // denominator
 
 
+class SettleRequest(NamedTuple):
+    """The arguments of ``reservation_settle``, for a group of them."""
+
+    reservation_id: int
+    input_tokens: int
+    output_tokens: int
+    sla_missed: bool
+
+
 def reservation_settle(
     *, reservation_id: int, input_tokens: int, output_tokens: int, sla_missed: bool
 ) -> Settlement:
@@ -354,90 +484,180 @@ def reservation_settle(
     back to the buyer, in this same transaction); retire them from the ledger hold, give the
     rest back. Usage beyond the reservation is clipped to it and reported. Settling twice
     returns the first settlement; settling a released reservation raises
-    ``ReservationClosed``."""
-    used_wanted = (_count(input_tokens, "input_tokens"), _count(output_tokens, "output_tokens"))
+    ``ReservationClosed``. Concurrent settles of this process share one transaction and one
+    ledger post (``grouping``), each answered as if alone."""
+    return _settles.run(SettleRequest(reservation_id, input_tokens, output_tokens, sla_missed))
+
+
+def _settles_process(requests: list[SettleRequest]) -> list[Any]:
+    """Settle a group in ONE durable transaction: lock the reservations (by id), then their
+    lots (by id), draw each in turn, and write the lots, parts, reservations and the ledger in
+    one statement each. An outcome per request: its Settlement or its own error."""
+    outcomes: list[Any] = [None] * len(requests)
+    wanted: dict[int, tuple[int, int]] = {}
+    for number, request in enumerate(requests):
+        try:
+            wanted[number] = (
+                _count(request.input_tokens, "input_tokens"),
+                _count(request.output_tokens, "output_tokens"),
+            )
+        except ExchangeError as error:
+            outcomes[number] = error
+    ids = [requests[number].reservation_id for number in wanted]
+    if len(set(ids)) < len(ids):  # one reservation twice in a group: each alone, in turn
+        return [outcomes[n] or _settles_process([r])[0] for n, r in enumerate(requests)]
+    if not wanted:
+        return outcomes
     now = timezone.now()
     with transaction.atomic(durable=True):
-        reservation = _reservation_lock(reservation_id)
-        if reservation.status == ReservationStatus.SETTLED:
-            return _settlement_of(reservation)
-        if reservation.status != ReservationStatus.OPEN:
-            raise ReservationClosed(f"Reservation {reservation_id} was released.")
-        parts = list(ReservationPart.objects.filter(reservation=reservation))
-        lots = {lot.id: lot for lot in _lots_lock([part.lot_id for part in parts])}
-        markets = (reservation.input_market, reservation.output_market)
-        reserved = (reservation.input_tokens, reservation.output_tokens)
-        used = (min(used_wanted[0], reserved[0]), min(used_wanted[1], reserved[1]))
-        costs = [0, 0]
-        credit = 0
-        for side, market in enumerate(markets):
-            need = used[side]
-            rate = market.sla_credit_rate
-            mine = sorted(
-                (part for part in parts if lots[part.lot_id].market_id == market.id),
-                key=lambda part: (lots[part.lot_id].expires_at, part.lot_id),
+        locked = {
+            reservation.id: reservation
+            for reservation in (
+                # of=self: a plain FOR UPDATE would lock the joined market rows too, serialising
+                # every settle of a market and deadlocking with opens' foreign-key checks
+                Reservation.objects.select_for_update(of=("self",))
+                .select_related("input_market", "output_market")
+                .filter(id__in=ids)
+                .order_by("id")
             )
-            for part in mine:
-                lot = lots[part.lot_id]
-                lot.reserved_tokens -= part.tokens
-                take = min(part.tokens, need)
-                need -= take
-                if not take:
-                    continue
-                drawn = lot.bought_tokens - lot.remaining_tokens
-                value = escrow_slice(lot.escrow_units, drawn + take, lot.bought_tokens)
-                value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
-                part_credit = _credit_for(value, rate) if sla_missed else 0
-                if sla_missed:
-                    lot.credited_tokens += take
-                else:
-                    lot.delivered_tokens += take
-                lot.credited_units += part_credit
-                lot.earned_units += value - part_credit
-                part.used_tokens, part.cost_units, part.credit_units = take, value, part_credit
-                costs[side] += value
-                credit += part_credit
+        }
+        todo: list[int] = []
+        for number in wanted:
+            reservation_id = requests[number].reservation_id
+            reservation = locked.get(reservation_id)
+            if reservation is None:
+                outcomes[number] = NotFound(f"Unknown reservation {reservation_id}.")
+            elif reservation.status == ReservationStatus.SETTLED:
+                outcomes[number] = _settlement_of(reservation)
+            elif reservation.status != ReservationStatus.OPEN:
+                outcomes[number] = ReservationClosed(f"Reservation {reservation_id} was released.")
+            else:
+                todo.append(number)
+        if not todo:
+            return outcomes
+        parts_of: dict[int, list[ReservationPart]] = {}
+        for part in ReservationPart.objects.filter(
+            reservation_id__in=[requests[n].reservation_id for n in todo]
+        ):
+            parts_of.setdefault(part.reservation_id, []).append(part)
+        all_parts = [part for parts in parts_of.values() for part in parts]
+        lots = {lot.id: lot for lot in _lots_lock(sorted({p.lot_id for p in all_parts}))}
+        settles: list[ledger.DeliverySettle] = []
+        for number in todo:
+            reservation = locked[requests[number].reservation_id]
+            parts = parts_of.get(reservation.id, [])
+            used, costs, credit = _settle_draw(
+                reservation, parts, lots, wanted[number], requests[number].sla_missed
+            )
+            markets = (reservation.input_market, reservation.output_market)
+            reserved = (reservation.input_tokens, reservation.output_tokens)
+            settles.append(
+                ledger.DeliverySettle(
+                    reservation.user_id,
+                    [
+                        ledger.DeliveredTokens(market.symbol, reserved[side], used[side])
+                        for side, market in enumerate(markets)
+                    ],
+                    markets[1].quote_currency,
+                    credit,
+                    f"reservation:{reservation.id}",
+                    f"reservation:{reservation.id}:settle",
+                )
+            )
+            reservation.used_input_tokens, reservation.used_output_tokens = used
+            reservation.input_cost_units, reservation.output_cost_units = costs
+            reservation.credit_units = credit
+            reservation.sla_missed = requests[number].sla_missed
+            reservation.status = ReservationStatus.SETTLED
+            reservation.settled_at = now
         _lots_save(list(lots.values()), now)
-        if parts:
+        if all_parts:
             rows_update(
                 ReservationPart,
                 [("used_tokens", "bigint"), ("cost_units", "bigint"), ("credit_units", "bigint")],
-                [(p.id, p.used_tokens, p.cost_units, p.credit_units) for p in parts],
+                [(p.id, p.used_tokens, p.cost_units, p.credit_units) for p in all_parts],
             )
-        ledger.delivery_settle(
-            user=_UserRef(reservation.user_id),
-            tokens=[
-                ledger.DeliveredTokens(market.symbol, reserved[side], used[side])
-                for side, market in enumerate(markets)
+        ledger.delivery_settle_many(settles=settles)
+        settled = [locked[requests[number].reservation_id] for number in todo]
+        rows_update(
+            Reservation,
+            [
+                ("used_input_tokens", "bigint"),
+                ("used_output_tokens", "bigint"),
+                ("input_cost_units", "bigint"),
+                ("output_cost_units", "bigint"),
+                ("credit_units", "bigint"),
+                ("sla_missed", "boolean"),
             ],
-            currency=markets[1].quote_currency,
-            credit=credit,
-            reference=f"reservation:{reservation.id}",
-            idempotency_key=f"reservation:{reservation.id}:settle",
+            [
+                (
+                    r.id,
+                    r.used_input_tokens,
+                    r.used_output_tokens,
+                    r.input_cost_units,
+                    r.output_cost_units,
+                    r.credit_units,
+                    r.sla_missed,
+                )
+                for r in settled
+            ],
+            constants={"status": ReservationStatus.SETTLED.value, "settled_at": now},
         )
-        reservation.used_input_tokens, reservation.used_output_tokens = used
-        reservation.input_cost_units, reservation.output_cost_units = costs
-        reservation.credit_units = credit
-        reservation.sla_missed = sla_missed
-        reservation.status = ReservationStatus.SETTLED
-        reservation.settled_at = now
-        reservation.save(
-            update_fields=[
-                "used_input_tokens",
-                "used_output_tokens",
-                "input_cost_units",
-                "output_cost_units",
-                "credit_units",
-                "sla_missed",
-                "status",
-                "settled_at",
-            ]
-        )
-        return _settlement_of(
+    for number in todo:
+        reservation = locked[requests[number].reservation_id]
+        parts = parts_of.get(reservation.id, [])
+        used = (reservation.used_input_tokens, reservation.used_output_tokens)
+        outcomes[number] = _settlement_of(
             reservation,
-            (used_wanted[0] - used[0], used_wanted[1] - used[1]),
+            (wanted[number][0] - used[0], wanted[number][1] - used[1]),
             tuple(part.lot_id for part in sorted(parts, key=lambda p: p.id) if part.used_tokens),
         )
+    return outcomes
+
+
+def _settle_draw(
+    reservation: Reservation,
+    parts: list[ReservationPart],
+    lots: dict[int, Lot],
+    used_wanted: tuple[int, int],
+    sla_missed: bool,
+) -> tuple[tuple[int, int], list[int], int]:
+    """One reservation's draw on its (locked) lots: the used tokens, earliest expiry first,
+    as delivered or credited; the rest of its reservation leaves the lots' reserved counts.
+    Returns (used per side, cost per side, credit)."""
+    markets = (reservation.input_market, reservation.output_market)
+    reserved = (reservation.input_tokens, reservation.output_tokens)
+    used = (min(used_wanted[0], reserved[0]), min(used_wanted[1], reserved[1]))
+    costs = [0, 0]
+    credit = 0
+    for side, market in enumerate(markets):
+        need = used[side]
+        rate = market.sla_credit_rate
+        mine = sorted(
+            (part for part in parts if lots[part.lot_id].market_id == market.id),
+            key=lambda part: (lots[part.lot_id].expires_at, part.lot_id),
+        )
+        for part in mine:
+            lot = lots[part.lot_id]
+            lot.reserved_tokens -= part.tokens
+            take = min(part.tokens, need)
+            need -= take
+            if not take:
+                continue
+            drawn = lot.bought_tokens - lot.remaining_tokens
+            value = escrow_slice(lot.escrow_units, drawn + take, lot.bought_tokens)
+            value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
+            part_credit = _credit_for(value, rate) if sla_missed else 0
+            if sla_missed:
+                lot.credited_tokens += take
+            else:
+                lot.delivered_tokens += take
+            lot.credited_units += part_credit
+            lot.earned_units += value - part_credit
+            part.used_tokens, part.cost_units, part.credit_units = take, value, part_credit
+            costs[side] += value
+            credit += part_credit
+    return used, costs, credit
 
 
 def reservation_release(*, reservation_id: int) -> None:
@@ -624,6 +844,10 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
         _lots_save(lots, now)
         return len(lots)
 
+
+# one group commit each per process (see ``grouping``); 100: a group's statements stay small
+_opens: GroupCommit[OpenRequest, Reservation] = GroupCommit(_opens_process, limit=100)
+_settles: GroupCommit[SettleRequest, Settlement] = GroupCommit(_settles_process, limit=100)
 
 __all__ = [
     "InsufficientAllocation",
