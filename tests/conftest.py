@@ -120,3 +120,22 @@ def _register_hypothesis_profiles() -> None:
 
 
 _register_hypothesis_profiles()
+
+
+@pytest.fixture
+def admin_login(db: None) -> Callable[..., object]:
+    """Log a client in as staff the way the admin requires it: with a confirmed TOTP device that
+    verified this session (django-otp). force_login alone leaves the admin closed."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    def log_in(client, user) -> None:
+        if not (user.is_staff and user.is_active):
+            raise ValueError("admin_login is for active staff users")
+        device = TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+        client.force_login(user)
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
+
+    return log_in

@@ -333,3 +333,24 @@ def test_a_user_can_switch_two_factor_off_with_a_code(make_user) -> None:
     again = _login(Client(), "tess@example.com", PASSWORD)
     assert again.status_code == 302
     assert again["Location"] == "/"  # straight in: no code asked for
+
+
+def test_wrong_codes_count_towards_the_lockout(make_user) -> None:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = make_user(email="tess@example.com", password=PASSWORD)
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    client = Client()
+    assert _login(client, "tess@example.com", PASSWORD)["Location"] == reverse(
+        "accounts:login_verify"
+    )
+    valid = {_code(device, steps_ahead=offset) for offset in (-1, 0, 1, 2)}
+    wrong_code = next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in valid)
+    for attempt in range(1, 6):
+        TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=0)
+        wrong = client.post(reverse("accounts:login_verify"), {"code": wrong_code})
+        assert wrong.status_code == (429 if attempt == 5 else 200)
+    right = client.post(reverse("accounts:login_verify"), {"code": _code(device)})
+    assert right.status_code == 429
+    assert LOCKED in right.content.decode()
+    assert not _logged_in(client)

@@ -165,12 +165,12 @@ def test_adjust_needs_a_reason(make_user) -> None:
         call_command("ledger_adjust", "a@example.com", "CNY", "1", reason="   ")
 
 
-def test_admin_is_read_only(make_user, client) -> None:
+def test_admin_is_read_only(make_user, client, admin_login) -> None:
     admin = make_user("admin@example.com")
     admin.is_staff = admin.is_superuser = True
     admin.save()
     fund(make_user(), 100)
-    client.force_login(admin)
+    admin_login(client, admin)  # the admin needs a session verified by TOTP
     for model in ("asset", "account", "ledgertransaction", "posting"):
         listing = client.get(f"/admin/ledger/{model}/")
         assert listing.status_code == 200
