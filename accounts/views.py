@@ -1,56 +1,16 @@
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView, LogoutView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.audit import actor_from_request, audit_list
-from accounts.forms import ApiKeyForm, EmailAuthenticationForm, ProfileForm, SignUpForm
+from accounts.forms import ApiKeyForm, ProfileForm
 from accounts.models import Profile
 from accounts.selectors import api_key_list
-from accounts.services import (
-    LIMIT_FIELDS,
-    api_key_create,
-    api_key_revoke,
-    profile_update,
-    user_create,
-)
+from accounts.services import LIMIT_FIELDS, api_key_create, api_key_revoke, profile_update
 from exchange.errors import ExchangeError
-
-
-def signup(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated:
-        return redirect("home")
-    form = SignUpForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            user = user_create(
-                email=form.cleaned_data["email"],
-                password=form.cleaned_data["password"],
-                role=form.cleaned_data["role"],
-                display_name=form.cleaned_data["display_name"],
-                regions=form.cleaned_data["regions"],
-            )
-        except ExchangeError as error:
-            form.add_error(None, error.message)
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, _("Welcome! Your account is ready."))
-            return redirect("home")
-    return render(request, "accounts/signup.html", {"form": form})
-
-
-class EmailLoginView(LoginView):
-    template_name = "accounts/login.html"
-    authentication_form = EmailAuthenticationForm
-    redirect_authenticated_user = True
-
-
-class SiteLogoutView(LogoutView):
-    pass
 
 
 @login_required
