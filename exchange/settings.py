@@ -461,6 +461,8 @@ AXES_LOCKOUT_CALLABLE = "accounts.login_security.lockout_response"
 # The cool-off runs from the last counted failure; attempts refused while locked do not extend
 # it, so "try again in 15 minutes" stays true.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# No banner at every start; failures and lockouts are still logged (WARNING, addresses masked).
+AXES_VERBOSE = False
 # Not reset by a success: one address logging into its own account between guesses at
 # another would otherwise wipe the per-address counter (and the rows behind the other
 # account's counter with it).
