@@ -29,9 +29,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode, urlsafe_base64_encode
-from django.utils.translation import ngettext
+from django.utils.timesince import timeuntil
+from django.utils.translation import gettext as _
 from django_otp import user_has_device
 from django_otp.admin import OTPAdminSite
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -53,12 +55,12 @@ def axes_username(request: HttpRequest, credentials: dict[str, Any] | None) -> s
 
 
 def lockout_message(request: HttpRequest) -> str:
-    minutes = max(1, int(get_cool_off(request).total_seconds() // 60))
-    return ngettext(
-        "Too many failed login attempts. Try again in %(minutes)d minute, or reset your password.",
-        "Too many failed login attempts. Try again in %(minutes)d minutes, or reset your password.",
-        minutes,
-    ) % {"minutes": minutes}
+    now = timezone.now()
+    # "15 minutes" in the page's language, from Django's own catalogue (plurals included)
+    wait = timeuntil(now + get_cool_off(request), now)
+    return _("Too many failed login attempts. Try again in %(wait)s, or reset your password.") % {
+        "wait": wait
+    }
 
 
 def lockout_response(
