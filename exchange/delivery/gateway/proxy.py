@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,12 +78,15 @@ class UpstreamFailed(Exception):
 
 
 class UpstreamRefused(Exception):
-    """The provider refused the request itself (400/413/422): the buyer's to fix."""
+    """The provider refused the request itself (400/413/422): the buyer's to fix. Only the
+    upstream's error ``code`` and ``param`` are kept (checked identifiers): its message text is
+    never passed on, as it may echo our request, headers and the provider's key included."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, code: str | None, param: str | None) -> None:
+        super().__init__(f"HTTP {status}")
         self.status = status
-        self.message = message
+        self.code = code
+        self.param = param
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -348,10 +352,14 @@ class GatewayApp:
                 await _database_thread(services.request_refused_upstream)(
                     plan=plan, attempt=attempt, code="upstream_refused_request"
                 )
+                # our own words only (see UpstreamRefused); the upstream's code rides in details
                 raise GatewayError(
                     400,
                     "invalid_request",
-                    f"The provider refused the request (HTTP {refused.status}): {refused.message}",
+                    f"The provider refused the request as invalid (HTTP {refused.status}); "
+                    "check its parameters (see error.param and details.upstream_code).",
+                    param=refused.param,
+                    details={"upstream_status": refused.status, "upstream_code": refused.code},
                 ) from None
             except BaseException:
                 # our own failure mid-request: give the reservation back (nothing charged)
@@ -402,7 +410,9 @@ class GatewayApp:
         finally:
             await response.aclose()
         if response.status_code in REQUEST_REFUSED:
-            raise UpstreamRefused(response.status_code, _upstream_message(text))
+            raise UpstreamRefused(
+                response.status_code, *_upstream_error_fields(text, attempt.upstream.api_key)
+            )
         raise UpstreamFailed(f"http_{response.status_code}")
 
     async def _complete(
@@ -596,15 +606,30 @@ class GatewayApp:
             watcher.cancel()
 
 
-def _upstream_message(text: bytes) -> str:
+# An upstream error's code or param worth passing on: a short identifier ("context_length_
+# exceeded", "messages[0].content"), never free text.
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\[\]-]{0,63}")
+
+
+def _upstream_error_fields(text: bytes, secret: str) -> tuple[str | None, str | None]:
+    """(code, param) of an upstream's OpenAI-shaped error body, each only when it is a plain
+    identifier that does not contain the provider's key; anything else is dropped."""
     try:
-        data = orjson.loads(text)
-        message = data["error"]["message"]
-        if isinstance(message, str):
-            return message[:500]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        pass
-    return "no reason given"
+        error = orjson.loads(text)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+        return None, None
+    if not isinstance(error, dict):
+        return None, None
+
+    def field(name: str) -> str | None:
+        value = error.get(name)
+        if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+            return None
+        if secret and (secret in value or (len(value) >= 8 and value in secret)):
+            return None
+        return value
+
+    return field("code"), field("param")
 
 
 def _usage(

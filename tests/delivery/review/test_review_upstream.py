@@ -119,11 +119,6 @@ def test_a_provider_cannot_bill_far_more_tokens_than_it_streamed(make_trader, pa
         assert used < 50, f"{used} output tokens drawn for a 3-token answer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review finding: the upstream's 400 message is passed to the buyer unredacted",
-)
 def test_the_upstream_key_never_reaches_the_buyer(make_trader, pair, scripted):
     _Scripted.mode = "echo"
     with exchange_server() as server:
@@ -138,6 +133,9 @@ def test_the_upstream_key_never_reaches_the_buyer(make_trader, pair, scripted):
         # then: the provider's upstream key is not in the buyer's answer
         assert response.status_code == 400, response.text
         assert UPSTREAM_KEY not in response.text, response.json()["error"]["message"]
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert error["details"] == {"upstream_status": 400, "upstream_code": None}
 
 
 @pytest.mark.xfail(
