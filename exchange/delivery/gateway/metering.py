@@ -152,6 +152,23 @@ def _delta_texts(delta: Any) -> list[str]:
     return pieces
 
 
+# The finish reasons OpenAI's protocol defines; another from a provider is kept (the buyer sees
+# it as sent) but recorded cut to the generation's column.
+FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "content_filter", "function_call"))
+FINISH_REASON_MAX = 32
+
+
+def finish_reason_clean(value: Any) -> str | None:
+    """A provider's ``finish_reason`` as we record it: a known one as is, any other string cut
+    to ``FINISH_REASON_MAX`` characters (a provider's choice of words must never make the
+    record of a settled charge fail), anything else None."""
+    if not isinstance(value, str):
+        return None
+    if value in FINISH_REASONS:
+        return value
+    return value[:FINISH_REASON_MAX]
+
+
 class StreamMeter:
     """What one upstream answer delivered, fed chunk by chunk with the time each arrived (ms since
     the request was forwarded). A chunk with only a role or only usage is not a token."""
@@ -181,7 +198,7 @@ class StreamMeter:
                     self._texts.extend(texts)
                     generated = True
                 if isinstance(choice.get("finish_reason"), str):
-                    self.finish_reason = choice["finish_reason"]
+                    self.finish_reason = finish_reason_clean(choice["finish_reason"])
         if generated:
             if self.first_token_ms is None:
                 self.first_token_ms = at_ms
@@ -198,7 +215,7 @@ class StreamMeter:
                     continue
                 self._texts.extend(_delta_texts(choice.get("message")))
                 if isinstance(choice.get("finish_reason"), str):
-                    self.finish_reason = choice["finish_reason"]
+                    self.finish_reason = finish_reason_clean(choice["finish_reason"])
         if self._texts:
             self.first_token_ms = self.last_token_ms = at_ms
 

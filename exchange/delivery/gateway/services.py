@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -432,11 +432,48 @@ def request_finish(
     else:
         charged = Usage(0, 0, usage.source)
     now = timezone.now()
-    with records_transaction():
-        _finish_records(plan, attempt, usage, charged, settlement, sla, rate, status, now,
-                        first_token_ms, total_ms, finish_reason, broken)  # fmt: skip
-    limits.tokens_record(api_key_id=plan.api_key_id, tokens=charged.total_tokens, now=now)
+    # The money is settled: from here nothing may fail the request (the buyer must get its
+    # usage, and the record must show the charge), so the records are written defensively.
+    try:
+        with records_transaction():
+            _finish_records(plan, attempt, usage, charged, settlement, sla, rate, status, now,
+                            first_token_ms, total_ms, finish_reason, broken)  # fmt: skip
+    except DatabaseError:
+        logger.exception("generation %s: record after settling failed", plan.public_id)
+        _finish_records_minimal(plan, attempt, charged, settlement, status, now)
+    try:
+        limits.tokens_record(api_key_id=plan.api_key_id, tokens=charged.total_tokens, now=now)
+    except Exception:
+        logger.exception("generation %s: the key's token minute not recorded", plan.public_id)
     return Finished(charged, settlement, sla, rate, status)
+
+
+def _finish_records_minimal(
+    plan: Plan,
+    attempt: Attempt,
+    charged: Usage,
+    settlement: Settlement | None,
+    status: str,
+    now: Any,
+) -> None:
+    """The settled charge on the generation, nothing the provider said (the fallback when the
+    full record failed); still failing, the reaper closes it from its settled reservation."""
+    try:
+        Generation.objects.filter(pk=plan.generation_pk).update(
+            reservation_id=attempt.reservation_id,
+            provider_id=attempt.provider_id,
+            endpoint_id=attempt.upstream.endpoint_id,
+            attempts=plan.attempts,
+            prompt_tokens=charged.prompt_tokens,
+            completion_tokens=charged.completion_tokens,
+            input_cost_units=settlement.input_cost_units if settlement else 0,
+            output_cost_units=settlement.output_cost_units if settlement else 0,
+            credit_units=settlement.credit_units if settlement else 0,
+            status=status,
+            finished_at=now,
+        )
+    except DatabaseError:
+        logger.exception("generation %s: minimal record failed too", plan.public_id)
 
 
 def _finish_records(
@@ -469,7 +506,7 @@ def _finish_records(
         total_ms=total_ms,
         output_tokens_per_second=rate,
         status=status,
-        finish_reason=finish_reason or "",
+        finish_reason=(finish_reason or "")[:32],  # the column's width (metering cleans it)
         sla_met=sla.met,
         sla_reason=sla.reason,
         error_code="provider_broke_stream" if broken else "",

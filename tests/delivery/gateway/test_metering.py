@@ -18,6 +18,7 @@ from exchange.delivery.gateway.metering import (
     Usage,
     estimate_prompt_tokens,
     estimate_tokens,
+    finish_reason_clean,
     output_tokens_per_second,
     reservation_size,
     sla_evaluate,
@@ -152,6 +153,17 @@ def test_stream_meter_reads_a_whole_response() -> None:
     )
     assert (meter.first_token_ms, meter.finish_reason) == (300, "length")
     assert meter.usage(prompt_estimate=99) == Usage(4, 1, "provider")
+
+
+def test_stream_meter_records_a_provider_finish_reason_within_its_column() -> None:
+    meter = StreamMeter()
+    meter.chunk(_chunk("Hi", finish="stop_" + "x" * 40), 10)
+    assert meter.finish_reason == "stop_" + "x" * 27
+    whole = StreamMeter()
+    whole.response({"choices": [{"message": {"content": "Hi"}, "finish_reason": "y" * 99}]}, 10)
+    assert whole.finish_reason == "y" * 32
+    assert finish_reason_clean("tool_calls") == "tool_calls"
+    assert finish_reason_clean(None) is None
 
 
 def test_reservation_size_uses_the_market_cap_without_max_tokens() -> None:

@@ -138,12 +138,6 @@ def test_the_upstream_key_never_reaches_the_buyer(make_trader, pair, scripted):
         assert error["details"] == {"upstream_status": 400, "upstream_code": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review finding: an upstream finish_reason longer than 32 characters fails the "
-    "generation record after the money settled",
-)
 def test_a_long_finish_reason_leaves_the_record_matching_the_charge(make_trader, pair, scripted):
     from exchange.delivery.gateway.models import Generation
 
