@@ -39,6 +39,7 @@ from django_otp.admin import OTPAdminSite
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.qr import write_qrcode_image
 
+from accounts.forms import EmailAuthenticationForm
 from accounts.models import User
 from exchange.errors import Conflict, ValidationFailed
 
@@ -69,8 +70,6 @@ def lockout_response(
     credentials: dict[str, Any] | None,
 ) -> HttpResponse:
     """AXES_LOCKOUT_CALLABLE: the login page again, saying why and for how long (429)."""
-    from accounts.forms import EmailAuthenticationForm
-
     form = EmailAuthenticationForm(
         request, initial={"username": axes_username(request, credentials)}
     )
