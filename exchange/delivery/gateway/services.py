@@ -30,7 +30,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import ApiKey, Profile
-from exchange.delivery.endpoints.selectors import Upstream, endpoint_for, healthy_provider_ids
+from exchange.delivery.endpoints.crypto import secret_decrypt
+from exchange.delivery.endpoints.models import Endpoint, HealthStatus
+from exchange.delivery.endpoints.selectors import Upstream
 from exchange.delivery.endpoints.services import request_outcome_record
 from exchange.delivery.escrow.models import Reservation, ReservationStatus
 from exchange.delivery.escrow.selectors import ModelPair, model_pairs
@@ -145,6 +147,46 @@ def _provider_names(provider_ids: list[int]) -> dict[int, str]:
     return {pid: _names[pid][1] for pid in provider_ids}
 
 
+# The healthy endpoints of a model's markets, per provider, read once for both routing
+# questions (who is healthy, which endpoint of theirs) and kept GATEWAY_CACHE_SECONDS: an
+# endpoint that went down meanwhile fails its attempt and the next provider is tried, as a
+# provider failing between two probes does.
+_healthy: dict[tuple[int, ...], tuple[float, dict[int, list[Endpoint]]]] = {}
+
+
+def _healthy_endpoints(pair: ModelPair) -> dict[int, list[Endpoint]]:
+    markets = tuple(market.id for market in pair.markets)
+    moment = time.monotonic()
+    cached = _healthy.get(markets)
+    if cached is None or moment - cached[0] > settings.GATEWAY_CACHE_SECONDS:
+        found: dict[int, list[Endpoint]] = {}
+        for endpoint in Endpoint.objects.filter(
+            market_id__in=markets, status=HealthStatus.HEALTHY
+        ).order_by():
+            found.setdefault(endpoint.provider_id, []).append(endpoint)
+        cached = (moment, found)
+        _healthy[markets] = cached
+    return cached[1]
+
+
+def _endpoint_for(pair: ModelPair, provider_id: int) -> Upstream | None:
+    """``endpoints.selectors.endpoint_for`` from the cached read: the output market's endpoint
+    when the provider has both (completion tokens are what a provider serves for a living)."""
+    endpoints = _healthy_endpoints(pair).get(provider_id)
+    if not endpoints:
+        return None
+    output = pair.output_market.id
+    endpoint = min(endpoints, key=lambda e: (e.market_id != output, e.market_id))
+    return Upstream(
+        endpoint_id=endpoint.id,
+        provider_id=endpoint.provider_id,
+        base_url=endpoint.base_url,
+        api_key=secret_decrypt(endpoint.api_key_ciphertext),  # InvalidToken: the caller's
+        model_id=endpoint.model_id,
+        concurrency_limit=endpoint.concurrency_limit,
+    )
+
+
 def _provider_stats(pair: ModelPair, sort: str | None) -> dict[int, dict[str, Any]]:
     """Public per-provider statistics, only when the buyer sorts by them (one heavier query)."""
     if sort not in ("latency", "throughput"):
@@ -200,7 +242,7 @@ def request_begin(
         )
         for h in holdings
     ]
-    healthy = healthy_provider_ids(markets=pair.markets) if candidates else set()
+    healthy = set(_healthy_endpoints(pair)) if candidates else set()
     ranked = route(
         candidates,
         healthy=healthy,
@@ -263,7 +305,7 @@ def _attempt_open(plan: Plan) -> Attempt | None:
     while plan.remaining:
         candidate = plan.remaining.pop(0)
         try:
-            upstream = endpoint_for(provider_id=candidate.provider_id, markets=plan.pair.markets)
+            upstream = _endpoint_for(plan.pair, candidate.provider_id)
         except InvalidToken:
             # its key was encrypted with a key no longer in DELIVERY_ENCRYPTION_KEYS: skip it
             logger.error("endpoint key of provider %s does not decrypt", candidate.provider_id)
