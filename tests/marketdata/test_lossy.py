@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, channel_layers
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 
 from exchange.asgi import application
 from exchange.engine import Book
@@ -58,6 +59,10 @@ def lossy_layer(settings):
 
 def test_client_recovers_from_every_dropped_update(lossy_layer, market, make_user) -> None:
     user = make_user()
+    # a logged-in browser: a real session, which the private channel re-checks
+    browser = Client()
+    browser.force_login(user)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
 
     async def scenario():
         layer = channel_layers["default"]
@@ -66,9 +71,8 @@ def test_client_recovers_from_every_dropped_update(lossy_layer, market, make_use
         seq = 0
         book_state_store(market_id=market.id, state=book_snapshot_build(book, seq))
         ws = WebsocketCommunicator(
-            application, "/ws/v1", headers=[(b"origin", b"http://localhost")]
+            application, "/ws/v1", headers=[(b"origin", b"http://localhost"), (b"cookie", cookie)]
         )
-        ws.scope["user"] = user
         await ws.connect()
         await ws.send_json_to(
             {"op": "subscribe", "channels": ["book", "user"], "markets": [SYMBOL]}
