@@ -3,9 +3,11 @@ outnumber or outrank the key that made it. Key creation and revocation are audit
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -221,3 +223,35 @@ def test_audit_log_is_in_the_openapi_schema(client) -> None:
     assert set(page["properties"]) >= {"next", "previous", "results"}
     event = schema["components"]["schemas"]["AuditEvent"]["properties"]
     assert set(event) >= {"id", "action", "created_at", "ip", "user_agent", "details"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creations_never_pass_the_limit(postgres, make_user) -> None:
+    """The count and the insert are one step (the user's row is locked): 10 racing requests
+    for the last 5 places make exactly 5 keys."""
+    user = make_user()
+    for n in range(45):
+        api_key_create(user=user, name=f"k{n}", scopes=["read"])
+    barrier = threading.Barrier(10)
+    codes: list[int] = []
+
+    def create(n: int) -> None:
+        client = APIClient()
+        client.force_authenticate(user)
+        barrier.wait()
+        try:
+            codes.append(
+                client.post(
+                    "/api/v1/api-keys", {"name": f"race{n}", "scopes": ["read"]}, format="json"
+                ).status_code
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [201] * 5 + [409] * 5
+    assert ApiKey.objects.filter(user=user).count() == 50
