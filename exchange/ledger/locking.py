@@ -4,8 +4,9 @@ Lock order (global, so concurrent movers never deadlock): user accounts by id, t
 accounts by id. System accounts (fee revenue, Stripe clearing) are the hottest rows, so they are
 taken last.
 
-One conditional ``UPDATE`` moves every balance: a user row is only changed when it stays
-non-negative (``WHERE available + delta >= 0``), never read-then-written. If any row is
+One conditional ``UPDATE`` moves every balance: a user row (and the ESCROW account, which only
+holds what buyers paid in) is only changed when it stays non-negative
+(``WHERE available + delta >= 0``), never read-then-written. If any row is
 refused, ``InsufficientFunds`` is raised and the caller's savepoint undoes the other rows.
 """
 
@@ -36,7 +37,7 @@ UPDATE ledger_account account
    SET available = account.available + delta.available, held = account.held + delta.held
   FROM delta JOIN locked ON locked.id = delta.id
  WHERE account.id = delta.id
-   AND (account.owner_id IS NULL
+   AND ((account.owner_id IS NULL AND account.system <> 'escrow')
         OR (account.available + delta.available >= 0 AND account.held + delta.held >= 0))
 RETURNING account.id
 """

@@ -50,7 +50,8 @@ class Bucket(models.TextChoices):
 
 
 class SystemAccount(models.TextChoices):
-    """Accounts for the outside world. Their balances may be negative (they mirror users')."""
+    """Accounts for the outside world. Their balances may be negative (they mirror users'),
+    except ESCROW's (a CHECK constraint)."""
 
     STRIPE_CLEARING = "stripe_clearing", "Stripe clearing"
     CAPACITY_ISSUANCE = "capacity_issuance", "Capacity issuance"
@@ -86,10 +87,13 @@ class Account(models.Model):
                 | (Q(owner__isnull=True) & ~Q(system="")),
                 name="ledger_account_owner_xor_system",
             ),
-            # No user balance ever goes negative; system accounts hold nothing on hold.
+            # No user balance ever goes negative, nor escrow (it holds what buyers paid in:
+            # below zero, a provider or buyer was paid money no one paid); the other system
+            # accounts mirror the outside world and may. System accounts hold nothing on hold.
             models.CheckConstraint(
-                condition=Q(owner__isnull=True) | Q(available__gte=0, held__gte=0),
-                name="ledger_account_user_nonnegative",
+                condition=(Q(owner__isnull=True) & ~Q(system="escrow"))
+                | Q(available__gte=0, held__gte=0),
+                name="ledger_account_nonnegative",
             ),
             models.CheckConstraint(
                 condition=Q(owner__isnull=False) | Q(held=0),
