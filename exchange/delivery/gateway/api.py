@@ -155,10 +155,26 @@ class GenerationCsvApi(APIView):
         return response
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP
+# "CSV injection"); some fields carry provider-chosen text (finish reason, provider name).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: a string that would start a formula gets a leading
+    apostrophe (shown as text, not evaluated). Numbers are left alone (a negative number is
+    data, not a formula; none of our numeric fields is text a provider chose)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_lines(generations: Iterator[Generation], user: Any) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_FIELDS)
     serializer = GenerationSerializer(context={"user": user})
     for generation in generations:
         data = serializer.to_representation(generation)
-        yield writer.writerow(["" if data[f] is None else data[f] for f in CSV_FIELDS])
+        yield writer.writerow([csv_cell(data[f]) for f in CSV_FIELDS])
