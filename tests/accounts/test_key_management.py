@@ -255,3 +255,15 @@ def test_concurrent_creations_never_pass_the_limit(postgres, make_user) -> None:
         thread.join()
     assert sorted(codes) == [201] * 5 + [409] * 5
     assert ApiKey.objects.filter(user=user).count() == 50
+
+
+def test_the_audit_log_on_the_page_in_chinese(client, make_user) -> None:
+    user = make_user()
+    api_key_create(user=user, name="bot", scopes=["read"])
+    client.force_login(user)
+    page = client.get(reverse("accounts:api_keys"), HTTP_ACCEPT_LANGUAGE="zh-hans")
+    body = page.content.decode()
+    assert '<html lang="zh-hans">' in body
+    assert "审计日志" in body
+    assert "创建了 API 密钥" in body
+    assert "Audit log" not in body
