@@ -427,6 +427,11 @@ GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=8 * 1024 * 10
 GATEWAY_DATABASE_THREADS = env.int("GATEWAY_DATABASE_THREADS", default=8)
 # How old the gateway's per-process copy of the markets and providers' names may be.
 GATEWAY_CACHE_SECONDS = env.float("GATEWAY_CACHE_SECONDS", default=5.0)
+# A provider's reported usage is billed up to ceil(our count × TOLERANCE) + SLACK tokens (our
+# count errs high); beyond that it is capped and the generation marked provider_disputed.
+# Hidden reasoning a provider does not stream cannot be counted: raise these for such models.
+GATEWAY_USAGE_TOLERANCE = env.str("GATEWAY_USAGE_TOLERANCE", default="1.5")  # a decimal
+GATEWAY_USAGE_SLACK_TOKENS = env.int("GATEWAY_USAGE_SLACK_TOKENS", default=32)
 GATEWAY_REAP_INTERVAL_SECONDS = env.float("GATEWAY_REAP_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["delivery-gateway-reap"] = {
     "task": "exchange.delivery.gateway.tasks.generations_reap_task",

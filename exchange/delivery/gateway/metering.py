@@ -10,6 +10,8 @@ out); no clock (times come in as milliseconds measured by the caller), no random
   here). Used to reserve a request's worst case, and to charge a provider's answer that reported
   no usage (then the generation says ``usage_source: estimated``).
 - ``usage_parse``: a provider's ``usage`` object, validated (non-negative integers or nothing).
+- ``usage_bound``: the most a provider may bill for what we counted (``StreamMeter.usage``
+  caps its reported usage there and marks it ``provider_disputed``).
 - ``StreamMeter``: watches the chunks of a stream (or a whole response): time to first token,
   time of the last token, finish reason, the provider's usage, the text for an estimate.
 - ``sla_evaluate``: time to first token and output tokens/s against the market's spec.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
 # Chat formats wrap each message in a few special tokens (role, separators): OpenAI documents
@@ -99,7 +101,12 @@ def estimate_prompt_tokens(
 class Usage(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
-    source: str  # "provider" (the upstream's usage) or "estimated" (counted here)
+    # "provider" (the upstream's usage), "estimated" (it reported none: counted here) or
+    # "provider_disputed" (it reported more than we could count: billed at our bound)
+    source: str
+    # our own count of the completion (the estimate), None when not counted; what the output
+    # speed is computed from, so a provider's count cannot flatter its own service level
+    counted_completion_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -108,6 +115,19 @@ class Usage(NamedTuple):
 
 USAGE_PROVIDER = "provider"
 USAGE_ESTIMATED = "estimated"
+USAGE_DISPUTED = "provider_disputed"
+
+# How far a provider's reported usage may exceed our own count before it is capped (see
+# ``usage_bound``): our count errs high for text, so honest providers stay well inside; the
+# slack covers a few special tokens per answer (end-of-turn, tool-call wrappers).
+USAGE_TOLERANCE = Decimal("1.5")
+USAGE_SLACK_TOKENS = 32
+
+
+def usage_bound(counted: int, *, tolerance: Decimal, slack: int) -> int:
+    """The most tokens we bill for ``counted`` tokens we saw: ceil(counted × tolerance) +
+    slack."""
+    return int((Decimal(counted) * tolerance).to_integral_value(rounding=ROUND_CEILING)) + slack
 
 
 def _count(value: Any) -> int | None:
@@ -223,11 +243,28 @@ class StreamMeter:
     def completion_estimate(self) -> int:
         return sum(estimate_tokens(text) for text in self._texts)
 
-    def usage(self, *, prompt_estimate: int) -> Usage:
-        """The provider's usage when it reported one, else the estimate (marked so)."""
-        if self.provider_usage is not None:
-            return self.provider_usage
-        return Usage(prompt_estimate, self.completion_estimate, USAGE_ESTIMATED)
+    def usage(
+        self,
+        *,
+        prompt_estimate: int,
+        tolerance: Decimal = USAGE_TOLERANCE,
+        slack: int = USAGE_SLACK_TOKENS,
+    ) -> Usage:
+        """What to bill: the provider's usage when it reported one, each count capped at
+        ``usage_bound`` of ours (then marked ``provider_disputed``: a provider cannot bill far
+        more than it delivered); else our estimate (marked ``estimated``)."""
+        counted = self.completion_estimate
+        reported = self.provider_usage
+        if reported is None:
+            return Usage(prompt_estimate, counted, USAGE_ESTIMATED, counted)
+        prompt = min(
+            reported.prompt_tokens, usage_bound(prompt_estimate, tolerance=tolerance, slack=slack)
+        )
+        completion = min(
+            reported.completion_tokens, usage_bound(counted, tolerance=tolerance, slack=slack)
+        )
+        disputed = (prompt, completion) != (reported.prompt_tokens, reported.completion_tokens)
+        return Usage(prompt, completion, USAGE_DISPUTED if disputed else USAGE_PROVIDER, counted)
 
 
 def reservation_size(

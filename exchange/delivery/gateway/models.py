@@ -60,7 +60,8 @@ class Generation(models.Model):
     reserved_output_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
-    usage_source = models.CharField(max_length=10, blank=True)  # provider / estimated
+    # provider / estimated / provider_disputed (metering.StreamMeter.usage)
+    usage_source = models.CharField(max_length=20, blank=True)
     currency = models.CharField(max_length=3)
     input_cost_units = models.BigIntegerField(default=0)
     output_cost_units = models.BigIntegerField(default=0)

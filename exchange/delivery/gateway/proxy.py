@@ -34,6 +34,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
@@ -444,7 +445,7 @@ class GatewayApp:
         finished = await _database_thread(services.request_finish)(
             plan=plan,
             attempt=attempt,
-            usage=meter.usage(prompt_estimate=plan.prompt_estimate),
+            usage=meter.usage(prompt_estimate=plan.prompt_estimate, **_usage_check()),
             first_token_ms=meter.first_token_ms,
             last_token_ms=meter.last_token_ms,
             total_ms=int((loop.time() - arrived) * 1000),
@@ -572,7 +573,7 @@ class GatewayApp:
             finished = await _database_thread(services.request_finish)(
                 plan=plan,
                 attempt=attempt,
-                usage=meter.usage(prompt_estimate=plan.prompt_estimate),
+                usage=meter.usage(prompt_estimate=plan.prompt_estimate, **_usage_check()),
                 first_token_ms=meter.first_token_ms,
                 last_token_ms=meter.last_token_ms,
                 total_ms=int((loop.time() - arrived) * 1000),
@@ -609,6 +610,14 @@ class GatewayApp:
 # An upstream error's code or param worth passing on: a short identifier ("context_length_
 # exceeded", "messages[0].content"), never free text.
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\[\]-]{0,63}")
+
+
+def _usage_check() -> dict[str, Any]:
+    """How far a provider's usage may exceed our count (settings, read per request: cheap)."""
+    return {
+        "tolerance": Decimal(settings.GATEWAY_USAGE_TOLERANCE),
+        "slack": settings.GATEWAY_USAGE_SLACK_TOKENS,
+    }
 
 
 def _upstream_error_fields(text: bytes, secret: str) -> tuple[str | None, str | None]:

@@ -48,6 +48,7 @@ from exchange.delivery.escrow.services import (
 )
 from exchange.delivery.gateway import limits
 from exchange.delivery.gateway.metering import (
+    USAGE_DISPUTED,
     ServiceLevel,
     SlaOutcome,
     Usage,
@@ -427,17 +428,24 @@ def request_finish(
 ) -> Finished:
     """The last hop: judge the service level, settle the reservation (tokens drawn, SLA
     credit), complete the generation, feed the provider's statistics and the key's minute."""
+    # the service level and speed from our own count of what was streamed: a provider's
+    # reported count must not make it look faster than it was
+    counted = (
+        usage.counted_completion_tokens
+        if usage.counted_completion_tokens is not None
+        else usage.completion_tokens
+    )
     sla = sla_evaluate(
         level=plan.level,
         streamed=plan.stream,
         first_token_ms=first_token_ms,
         last_token_ms=last_token_ms,
         total_ms=total_ms,
-        completion_tokens=usage.completion_tokens,
+        completion_tokens=counted,
         broken=broken,
     )
     rate = output_tokens_per_second(
-        completion_tokens=usage.completion_tokens,
+        completion_tokens=counted,
         first_token_ms=first_token_ms,
         last_token_ms=last_token_ms,
     )
@@ -462,6 +470,16 @@ def request_finish(
         logger.error("generation %s: reservation released before settling", plan.public_id)
         settlement = None
         status = GenerationStatus.INTERRUPTED
+    if usage.source == USAGE_DISPUTED:
+        logger.warning(
+            "generation %s: provider %s reported more usage than was streamed; billed %s/%s "
+            "(our count of the completion: %s)",
+            plan.public_id,
+            attempt.provider_id,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            counted,
+        )
     if settlement is not None:
         if settlement.clipped_input_tokens or settlement.clipped_output_tokens:
             logger.warning(

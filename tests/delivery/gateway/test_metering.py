@@ -23,6 +23,7 @@ from exchange.delivery.gateway.metering import (
     reservation_size,
     sla_evaluate,
     units_to_decimal,
+    usage_bound,
     usage_parse,
 )
 from exchange.delivery.gateway.protocol import (
@@ -118,16 +119,36 @@ def test_stream_meter_times_first_and_last_token_and_takes_provider_usage() -> N
     meter.chunk(_chunk(usage={"prompt_tokens": 9, "completion_tokens": 2}), 161)
     assert (meter.first_token_ms, meter.last_token_ms) == (120, 150)
     assert meter.finish_reason == "stop"
-    assert meter.usage(prompt_estimate=40) == Usage(9, 2, "provider")
+    assert meter.usage(prompt_estimate=40) == Usage(
+        9, 2, "provider", estimate_tokens("Hello world")
+    )
 
 
 def test_stream_meter_estimates_when_the_provider_reports_no_usage() -> None:
     meter = StreamMeter()
     for at, piece in enumerate(["The", " quick", " brown", " fox"]):
         meter.chunk(_chunk(piece), at)
-    assert meter.usage(prompt_estimate=17) == Usage(
-        17, estimate_tokens("The quick brown fox"), "estimated"
+    counted = estimate_tokens("The quick brown fox")
+    assert meter.usage(prompt_estimate=17) == Usage(17, counted, "estimated", counted)
+
+
+def test_provider_usage_beyond_our_count_is_capped_and_marked_disputed() -> None:
+    meter = StreamMeter()
+    for at in range(3):
+        meter.chunk(_chunk("ok "), at)
+    meter.chunk(_chunk(usage={"prompt_tokens": 9, "completion_tokens": 500}), 4)
+    # we counted 3: at most ceil(3 × 1.5) + 2 = 7 billed
+    assert meter.usage(prompt_estimate=40, tolerance=Decimal("1.5"), slack=2) == Usage(
+        9, 7, "provider_disputed", 3
     )
+    # within the bound: the provider's own count stands
+    assert meter.usage(prompt_estimate=40, tolerance=Decimal("1.5"), slack=500) == Usage(
+        9, 500, "provider", 3
+    )
+    # an inflated prompt is capped the same way
+    assert meter.usage(prompt_estimate=4, tolerance=Decimal(1), slack=0).prompt_tokens == 4
+    assert usage_bound(0, tolerance=Decimal("1.5"), slack=32) == 32
+    assert usage_bound(11, tolerance=Decimal("1.1"), slack=0) == 13
 
 
 def test_stream_meter_counts_tool_calls_and_reasoning_as_generated() -> None:
@@ -152,7 +173,7 @@ def test_stream_meter_reads_a_whole_response() -> None:
         300,
     )
     assert (meter.first_token_ms, meter.finish_reason) == (300, "length")
-    assert meter.usage(prompt_estimate=99) == Usage(4, 1, "provider")
+    assert meter.usage(prompt_estimate=99) == Usage(4, 1, "provider", 1)
 
 
 def test_stream_meter_records_a_provider_finish_reason_within_its_column() -> None:

@@ -15,6 +15,7 @@ from accounts.services import profile_update
 from exchange.delivery.endpoints.crypto import secret_encrypt
 from exchange.delivery.endpoints.models import Endpoint
 from exchange.delivery.escrow.models import Reservation
+from exchange.delivery.gateway.models import Generation
 from orders.capacity import capacity_list
 from tests.delivery.endpoints.upstream_server import UPSTREAM_KEY, Behaviour, _Handler, _Server
 from tests.delivery.gateway.conftest import MODEL, buy, consume_key, exchange_server
@@ -97,13 +98,9 @@ def _ask(server, key: str, stream: bool) -> httpx.Response:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review finding: provider-reported usage is billed without a check against our count",
-)
 def test_a_provider_cannot_bill_far_more_tokens_than_it_streamed(make_trader, pair, scripted):
     _Scripted.mode = "inflate"
+    _Scripted.claimed = 500
     with exchange_server() as server:
         _provider(make_trader, pair, scripted)
         buyer = make_trader(cny=10)
@@ -117,6 +114,17 @@ def test_a_provider_cannot_bill_far_more_tokens_than_it_streamed(make_trader, pa
         # then: the buyer is not charged 500 output tokens for 3
         used = Reservation.objects.get().used_output_tokens
         assert used < 50, f"{used} output tokens drawn for a 3-token answer"
+        usage = next(
+            json.loads(line[6:])["usage"]
+            for line in response.text.splitlines()
+            if line.startswith("data: {") and '"usage"' in line
+        )
+        assert (usage["completion_tokens"], usage["usage_source"]) == (used, "provider_disputed")
+        generation = Generation.objects.get()
+        assert (generation.completion_tokens, generation.usage_source) == (
+            used,
+            "provider_disputed",
+        )
 
 
 def test_the_upstream_key_never_reaches_the_buyer(make_trader, pair, scripted):
@@ -139,8 +147,6 @@ def test_the_upstream_key_never_reaches_the_buyer(make_trader, pair, scripted):
 
 
 def test_a_long_finish_reason_leaves_the_record_matching_the_charge(make_trader, pair, scripted):
-    from exchange.delivery.gateway.models import Generation
-
     _Scripted.mode = "long_finish"
     _Scripted.claimed = 3
     with exchange_server() as server:
