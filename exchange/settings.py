@@ -359,6 +359,9 @@ DELIVERY_ESCROW_RELEASE_SECONDS = env.float("DELIVERY_ESCROW_RELEASE_SECONDS", d
 DELIVERY_RESERVATION_TIMEOUT_SECONDS = env.float(
     "DELIVERY_RESERVATION_TIMEOUT_SECONDS", default=900.0
 )
+# A sale must leave the buyer a lot living at least this long: lots and capacity listings
+# ending sooner are not sold (their asks are cancelled when they would match).
+DELIVERY_LOT_MIN_LIFETIME_SECONDS = env.float("DELIVERY_LOT_MIN_LIFETIME_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["delivery-escrow-release"] = {
     "task": "exchange.delivery.escrow.tasks.escrow_release_task",
     "schedule": DELIVERY_ESCROW_RELEASE_SECONDS,

@@ -62,6 +62,17 @@ NEW, CANCEL, EXPIRE = CommandKind.NEW.value, CommandKind.CANCEL.value, CommandKi
 PENDING, OPEN, PARTIAL = "pending", "open", "partially_filled"
 FILLED, CANCELLED, REJECTED = "filled", "cancelled", "rejected"
 HALTED = "market_halted"
+UNDELIVERABLE = "undeliverable"
+
+
+class UndeliverableSales(Exception):
+    """A batch matched sell orders whose tokens no buyer could consume (expired lots, ended
+    capacity, tokens without lots): the batch is rolled back and run again with them
+    cancelled first."""
+
+    def __init__(self, order_ids: set[int]) -> None:
+        super().__init__(sorted(order_ids))
+        self.order_ids = order_ids
 
 
 def engine_price(order: Any) -> int:
@@ -229,13 +240,23 @@ class MarketRunner:
     # -- one batch ------------------------------------------------------------------------------
     def step(self, limit: int = BATCH_SIZE) -> int:
         """Process up to ``limit`` pending commands in one transaction. Returns how many."""
-        try:
-            return self._step(limit)
-        except Exception:
-            self.book = None  # the in-memory book may be ahead of the database: rebuild
-            raise
+        refused: set[int] = set()
+        while True:
+            try:
+                return self._step(limit, refused)
+            except UndeliverableSales as undeliverable:
+                # Rare (the ask outlived its tokens before the expiry tasks ran): the batch
+                # was rolled back; it runs again with those asks cancelled before matching,
+                # as self-trade prevention cancels within the batch.
+                self.book = None
+                if undeliverable.order_ids <= refused:
+                    raise RuntimeError(f"orders {refused} cancelled, traded again") from None
+                refused |= undeliverable.order_ids
+            except Exception:
+                self.book = None  # the in-memory book may be ahead of the database: rebuild
+                raise
 
-    def _step(self, limit: int) -> int:
+    def _step(self, limit: int, refused: set[int]) -> int:
         with transaction.atomic():
             state = unique_row(
                 MarketEngineState.objects.select_for_update().filter(market=self.market)
@@ -259,6 +280,8 @@ class MarketRunner:
             )
             if not commands:
                 return 0
+            if refused:
+                commands = self._refusals_journal(refused, commands)
             orders = orders_load({order_id for _, order_id, _ in commands})
             now = timezone.now()
             seq = state.seq
@@ -278,9 +301,10 @@ class MarketRunner:
                 if kind == NEW:
                     if order.status != PENDING:
                         raise RuntimeError(f"order {order.id} is {order.status}, not pending")
-                    if not accepting:
+                    if not accepting or order_id in refused:
                         # never reaches the book; the journal export leaves it out
-                        events = [("cancel", order.id, order.quantity_lots, HALTED)]
+                        reason = HALTED if not accepting else UNDELIVERABLE
+                        events = [("cancel", order.id, order.quantity_lots, reason)]
                         applied.append((seq, kind, events))
                         continue
                     order.engine_seq = seq
@@ -297,6 +321,11 @@ class MarketRunner:
                     )
                 else:
                     events = book.cancel(order_id)
+                    if order_id in refused:
+                        events = [
+                            (*event[:3], UNDELIVERABLE) if event[0] == "cancel" else event
+                            for event in events
+                        ]
                 applied.append((seq, kind, events))
             # makers traded or cancelled (self-trade prevention) are not among the commands
             others = {
@@ -345,6 +374,19 @@ class MarketRunner:
 
             transaction.on_commit(after_commit, robust=True)
             return len(commands)
+
+    def _refusals_journal(
+        self, refused: set[int], commands: list[tuple[int, int, str]]
+    ) -> list[tuple[int, int, str]]:
+        """Journal a cancel of each refused resting order, run before the batch's commands
+        (their seq comes first, so a replay of the journal cancels them before matching too).
+        Refused orders that are new in this batch are cancelled in place instead."""
+        new_here = {order_id for _, order_id, kind in commands if kind == NEW}
+        rows = OrderCommand.objects.bulk_create(
+            OrderCommand(market=self.market, order_id=order_id, kind=EXPIRE)
+            for order_id in sorted(refused - new_here)
+        )
+        return [(row.id, row.order_id, EXPIRE) for row in rows] + commands
 
     def _apply_events(
         self,
@@ -461,6 +503,8 @@ class MarketRunner:
             ],
             now=now,
         )
+        if lot_plan.refused:
+            raise UndeliverableSales(lot_plan.refused)
         effects.settlements = [
             request._replace(escrow_notional=escrowed) if escrowed else request
             for request, escrowed in zip(effects.settlements, lot_plan.escrow, strict=True)

@@ -17,11 +17,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from django.conf import settings
+from django.db import transaction
+
 from exchange.db import array_param, server_bound_cursor
 
-# A primary sale whose seller has no capacity listing in the market (tokens from a staff
-# adjustment, a benchmark) still needs an expiry for take-or-pay.
+# A primary sale by a seller that never listed capacity nor held lots in the market (tokens
+# issued to it directly by staff or a benchmark) still needs an expiry for take-or-pay.
 DEFAULT_LOT_LIFETIME = timedelta(days=30)
+
+
+def sale_cutoff(now: datetime) -> datetime:
+    """Tokens change hands only from lots (and capacity) that live past this: a lot bought
+    expired, or about to, could not be consumed and take-or-pay would charge for it."""
+    return now + timedelta(seconds=settings.DELIVERY_LOT_MIN_LIFETIME_SECONDS)
 
 
 def escrow_slice(escrow: int, drawn: int, bought: int) -> int:
@@ -69,6 +78,9 @@ class LotPlan:
         default_factory=list
     )
     shrunk: list[_OpenLot] = field(default_factory=list)
+    # sell orders whose tokens are not deliverable (no live lot, no live capacity of the
+    # seller): the runner cancels them and matches the batch again without them
+    refused: set[int] = field(default_factory=set)
 
 
 _DRAWN = "l.delivered_tokens + l.credited_tokens + l.unconsumed_tokens + l.moved_tokens"
@@ -84,7 +96,8 @@ _LOT_COLUMNS = (
 # the tokens it sells in the batch (a window over the free tokens). The window is read from the
 # statement's snapshot; the locked rows are re-read as of the lock (READ COMMITTED), so a lot a
 # reservation drew on meanwhile is seen as it is now, and a seller whose locked lots then fall
-# short is read again in full (``_sellers_lots_all``).
+# short is read again in full (``_sellers_lots_all``). Lots that end before the sale cutoff
+# are never sold (the expiry task retires them).
 _LOTS_NEEDED = f"""
 WITH need AS MATERIALIZED (
     SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS n(holder_id, tokens)
@@ -94,7 +107,7 @@ WITH need AS MATERIALIZED (
                - ({_FREE}) AS before
       FROM delivery_escrow_lot l
      WHERE l.market_id = %s AND l.holder_id IN (SELECT holder_id FROM need)
-       AND l.closed_at IS NULL AND {_FREE} > 0
+       AND l.closed_at IS NULL AND l.expires_at > %s AND {_FREE} > 0
 )
 SELECT {_LOT_COLUMNS}, r.free FROM delivery_escrow_lot l
   JOIN ranked r ON r.id = l.id
@@ -127,59 +140,89 @@ def _lots_read(
     return lots
 
 
-def _sellers_lots(market_id: int, needs: dict[int, int]) -> dict[int, list[_OpenLot]]:
+def _sellers_lots(
+    market_id: int, needs: dict[int, int], cutoff: datetime
+) -> dict[int, list[_OpenLot]]:
     """Lock and read the open lots the sellers (id → tokens sold) can draw on."""
     sellers = sorted(needs)
     holder_ids = array_param(sellers, "bigint")[1]  # integer arrays: %s::bigint[]
     tokens = array_param([needs[seller] for seller in sellers], "bigint")[1]
     stale: set[int] = set()
-    lots = _lots_read(_LOTS_NEEDED, [holder_ids, tokens, market_id], stale)
-    if stale:  # a reservation drew on them meanwhile: the window may be too short now
-        lots.update(_sellers_lots_all(market_id, sorted(stale)))
-    return lots
+    # The window is locked inside a savepoint: if it proves too short, rolling back to it
+    # drops its locks, and ONE statement locks every open lot of the sellers in id order.
+    # Locking the rest in a second statement while holding the window would take lot locks
+    # out of id order and could deadlock with a reservation (which locks by id).
+    savepoint = transaction.savepoint()
+    lots = _lots_read(_LOTS_NEEDED, [holder_ids, tokens, market_id, cutoff], stale)
+    if not stale:
+        transaction.savepoint_commit(savepoint)
+        return lots
+    transaction.savepoint_rollback(savepoint)  # a reservation drew on them meanwhile
+    return _sellers_lots_all(market_id, sellers, cutoff)
 
 
-def _sellers_lots_all(market_id: int, sellers: list[int]) -> dict[int, list[_OpenLot]]:
+def _sellers_lots_all(
+    market_id: int, sellers: list[int], cutoff: datetime
+) -> dict[int, list[_OpenLot]]:
     placeholder, value = array_param(sellers, "bigint")
     return _lots_read(
         f"SELECT {_LOT_COLUMNS} FROM delivery_escrow_lot l "  # noqa: S608 (constant columns)
         f"WHERE l.market_id = %s AND l.holder_id = ANY({placeholder}) AND l.closed_at IS NULL "
-        "ORDER BY l.id FOR UPDATE",
-        [market_id, value],
+        "AND l.expires_at > %s ORDER BY l.id FOR UPDATE",
+        [market_id, value, cutoff],
     )
 
 
+# Per sell order: the end of the live listing its tokens came from, else the latest end of the
+# seller's live listings in the market; and whether the seller never listed capacity there nor
+# held lots there (tokens issued to it directly: the default lifetime applies; review finding
+# 4 is about these). A listing is live when active and ending after the sale cutoff.
+_LISTING_ENDS = """
+SELECT o.id,
+       COALESCE(
+           (SELECT l.available_until FROM orders_capacitylisting l
+             WHERE l.id = o.capacity_listing_id AND l.status = 'active'
+               AND l.available_until > %(cutoff)s),
+           (SELECT max(x.available_until) FROM orders_capacitylisting x
+             WHERE x.provider_id = o.user_id AND x.market_id = %(market)s
+               AND x.status = 'active' AND x.available_until > %(cutoff)s)),
+       NOT EXISTS (
+           SELECT 1 FROM orders_capacitylisting y
+            WHERE y.provider_id = o.user_id AND y.market_id = %(market)s)
+       AND NOT EXISTS (
+           SELECT 1 FROM delivery_escrow_lot z
+            WHERE z.holder_id = o.user_id AND z.market_id = %(market)s)
+  FROM orders_order o
+ WHERE o.id = ANY(%(orders)s::bigint[])
+"""
+
+
 def _listing_ends(
-    market_id: int, sell_order_ids: list[int], now: datetime
-) -> dict[int, datetime | None]:
-    """The end of the listing each sell order's tokens came from, else the latest end of the
-    provider's live listings in the market (None: none)."""
-    placeholder, value = array_param(sell_order_ids, "bigint")
+    market_id: int, sell_order_ids: list[int], cutoff: datetime
+) -> dict[int, tuple[datetime | None, bool]]:
+    """Per sell order: (end of the seller's live capacity or None, never listed here)."""
+    value = array_param(sell_order_ids, "bigint")[1]
     with server_bound_cursor() as cursor:
-        cursor.execute(
-            "SELECT o.id, COALESCE(l.available_until, ("  # noqa: S608 (placeholder only)
-            "  SELECT max(x.available_until) FROM orders_capacitylisting x"
-            "   WHERE x.provider_id = o.user_id AND x.market_id = %s"
-            "     AND x.available_until > %s))"
-            "  FROM orders_order o"
-            "  LEFT JOIN orders_capacitylisting l ON l.id = o.capacity_listing_id"
-            f" WHERE o.id = ANY({placeholder})",
-            [market_id, now, value],
-        )
-        return dict(cursor.fetchall())
+        cursor.execute(_LISTING_ENDS, {"market": market_id, "cutoff": cutoff, "orders": value})
+        return {order_id: (end, unlisted) for order_id, end, unlisted in cursor.fetchall()}
 
 
 def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) -> LotPlan:
-    """Split each sale into resale (the seller's open lots, FIFO by expiry, unreserved tokens)
-    and primary (the rest: paid into escrow), and plan the lots. Locks the sellers' open lots
-    in this market; must run in the runner's batch transaction."""
+    """Split each sale into resale (the seller's open lots living past the sale cutoff, FIFO
+    by expiry, unreserved tokens) and primary (the rest: paid into escrow), and plan the lots.
+    A primary part needs the seller's live capacity in the market (an active listing ending
+    after the cutoff; or directly issued tokens of a seller that never listed nor held lots
+    there): otherwise
+    the sell order is in ``refused`` and the plan must not be written. Locks the sellers' open
+    lots in this market; must run in the runner's batch transaction."""
     plan = LotPlan(escrow=[0] * len(sales))
     if not sales:
         return plan
+    cutoff = sale_cutoff(now)
     needs: dict[int, int] = {}
     for sale in sales:
         needs[sale.seller_id] = needs.get(sale.seller_id, 0) + sale.tokens
-    lots = _sellers_lots(market_id, needs)
+    lots = _sellers_lots(market_id, needs, cutoff)
     children: dict[tuple[int, int, int, Decimal, datetime], list[int]] = {}
     primary_orders: list[int] = []
     primary: list[tuple[int, int, int]] = []  # (trade index, primary tokens, escrow units)
@@ -222,10 +265,17 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
             (index, sales[index].buyer_id, provider, parent, price, rate, expires, tokens, units)
         )
     if primary:
-        ends = _listing_ends(market_id, primary_orders, now)
+        ends = _listing_ends(market_id, primary_orders, cutoff)
         for index, tokens, units in primary:
             sale = sales[index]
-            expires = ends.get(sale.sell_order_id) or now + DEFAULT_LOT_LIFETIME
+            expires, unlisted = ends[sale.sell_order_id]
+            if expires is None and unlisted:
+                expires = now + DEFAULT_LOT_LIFETIME
+            if expires is None:
+                # expired lots, an ended listing, or tokens without lots from a seller with
+                # no capacity: nothing the buyer could consume
+                plan.refused.add(sale.sell_order_id)
+                continue
             plan.new.append(
                 (index, sale.buyer_id, sale.seller_id, None, sale.price_ticks,
                  sale.seller_fee_rate, expires, tokens, units)
