@@ -769,15 +769,30 @@ def delivery_release(
 
 
 def lot_expire_retire(
-    *, user: Any, market: Market, tokens: int, reference: str, idempotency_key: str
+    *,
+    user: Any,
+    market: Market,
+    tokens: int,
+    reference: str,
+    idempotency_key: str,
+    refund_units: int = 0,
 ) -> LedgerTransaction:
     """Unconsumed tokens of an expired lot leave the holder's available (→ capacity issuance:
-    the capacity they stood for is gone); their escrow goes to the provider (take-or-pay)."""
+    the capacity they stood for is gone); their escrow goes to the provider (take-or-pay),
+    except ``refund_units`` credited back to the holder from escrow (the provider's endpoint
+    was down: the capacity could not be consumed)."""
     legs = _between(
         (user_account(user.pk, market.symbol), AVAILABLE),
         (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
         _positive(tokens, "tokens"),
     )
+    if refund_units:
+        currency = market.quote_currency
+        legs += _between(
+            (system_account(SystemAccount.ESCROW, _currency(currency)), AVAILABLE),
+            (user_account(user.pk, currency), AVAILABLE),
+            _positive(refund_units, "refund"),
+        )
     return _one(
         _entry(kind=TransactionKind.LOT_EXPIRE, reference=reference,
                idempotency_key=idempotency_key, legs=legs)

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -783,10 +784,8 @@ def lots_expire_due(*, now: datetime | None = None) -> int:
     tokens are cancelled through the runner (then the next run retires); the unreserved
     remaining tokens are retired (unconsumed) and their escrow earned by the provider (paid
     by ``escrow_release_due``, which runs after). Lots still reserved by a running request
-    wait for it. Returns how many lots this call retired or closed."""
-    from orders.models import OPEN_STATUSES, Order
-    from orders.services import order_cancel
-
+    wait for it. Each holder and market on its own: one that fails is logged and retried next
+    run, the others go on. Returns how many lots this call retired or closed."""
     moment = now or timezone.now()
     groups = sorted(
         set(
@@ -797,27 +796,60 @@ def lots_expire_due(*, now: datetime | None = None) -> int:
     )
     handled = 0
     for holder_id, market_id in groups:
-        market = Market.objects.get(id=market_id)
-        outcome = _lots_expire_one(holder_id, market, moment)
-        if outcome is None:
-            # tokens held by sell orders: cancel them (through the runner) and retry next run
-            asks = Order.objects.filter(
-                user_id=holder_id, market=market, side="sell", status__in=OPEN_STATUSES
-            ).select_related("user")
-            for order in asks:
-                try:
-                    order_cancel(user=order.user, order_id=order.id)
-                except ExchangeError:  # it ended meanwhile: nothing to cancel
-                    continue
-            continue
-        handled += outcome
+        try:
+            market = Market.objects.get(id=market_id)
+            outcome = _lots_expire_one(holder_id, market, moment)
+            if isinstance(outcome, _Shortfall):
+                _asks_cancel_for(holder_id, market, outcome.tokens)
+                continue
+            handled += outcome
+        except Exception:
+            logger.exception("expiring the lots of user %s in market %s", holder_id, market_id)
     escrow_release_due()
     return handled
 
 
-def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | None:
-    """Retire one holder's expired lots in one market. None: the ledger holds too few
-    available tokens (sell orders hold them)."""
+class _Shortfall(NamedTuple):
+    """The holder's available tokens fall short of its expired lots' by this many (its sell
+    orders hold them)."""
+
+    tokens: int
+
+
+def _asks_cancel_for(holder_id: int, market: Market, shortfall: int) -> None:
+    """Cancel the holder's newest asks in ``market`` until they free ``shortfall`` tokens
+    (through the runner; the next expiry run retires the lots). Older asks, and the tokens
+    of its live lots they may be selling, are left alone."""
+    from orders.models import OPEN_STATUSES, Order
+    from orders.services import order_cancel
+
+    asks = (
+        Order.objects.filter(
+            user_id=holder_id, market=market, side="sell", status__in=OPEN_STATUSES
+        )
+        .select_related("user")
+        .order_by("-created_at", "-id")
+    )
+    for order in asks:
+        if shortfall <= 0:
+            break
+        try:
+            order_cancel(user=order.user, order_id=order.id)
+        except ExchangeError:  # it ended meanwhile: nothing to cancel
+            continue
+        shortfall -= order.hold_remaining
+
+
+def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | _Shortfall:
+    """Retire one holder's expired lots in one market. ``_Shortfall``: the ledger holds too
+    few available tokens (sell orders hold them).
+
+    Take-or-pay assumes the capacity could be consumed: when the provider's endpoint for the
+    market was failing at expiry for at least the dead-man window (or it has none), the
+    unconsumed tokens are credited to the holder in full instead (``credited``, visible on
+    both sides as the lot's credit), their escrow back to the holder."""
+    from exchange.delivery.endpoints.selectors import outages_get
+
     now = timezone.now()
     with transaction.atomic(durable=True):
         lots = _lots_lock(
@@ -829,7 +861,10 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
             holder = lots[0].holder
             available = ledger_selectors.balance_get(user=holder, asset=market.symbol).available
             if available < total:
-                return None
+                return _Shortfall(total - available)
+            outages = outages_get(keys={(lot.provider_id, market.id) for lot in lots})
+            window = timedelta(seconds=settings.DELIVERY_DEADMAN_SECONDS)
+            refund = 0
             for lot in lots:
                 tokens = retire.get(lot.id, 0)
                 if not tokens:
@@ -837,11 +872,19 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
                 drawn = lot.bought_tokens - lot.remaining_tokens
                 value = escrow_slice(lot.escrow_units, drawn + tokens, lot.bought_tokens)
                 value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
-                lot.unconsumed_tokens += tokens
-                lot.earned_units += value
-            # unconsumed totals only grow: (lot, unconsumed after) names one retirement
+                down_since = outages[lot.provider_id, market.id]
+                if down_since is not None and down_since + window <= lot.expires_at:
+                    lot.credited_tokens += tokens
+                    lot.credited_units += value
+                    refund += value
+                else:
+                    lot.unconsumed_tokens += tokens
+                    lot.earned_units += value
+            # the retired totals only grow: (lot, retired after) names one retirement
             digest = hashlib.sha256(
-                ",".join(f"{lot.id}:{lot.unconsumed_tokens}" for lot in lots).encode()
+                ",".join(
+                    f"{lot.id}:{lot.unconsumed_tokens}:{lot.credited_tokens}" for lot in lots
+                ).encode()
             ).hexdigest()[:32]
             ledger.lot_expire_retire(
                 user=holder,
@@ -849,6 +892,7 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
                 tokens=total,
                 reference=f"lots:{market.symbol}:holder:{holder_id}",
                 idempotency_key=f"lot-expire:{market.id}:{holder_id}:{digest}",
+                refund_units=refund,
             )
         _lots_save(lots, now)
         return len(lots)
