@@ -170,7 +170,7 @@ class _Connection:
 
 
 async def _load(
-    base: str, keys: list[str], clients: int, requests: int, body: bytes
+    base: str, keys: list[str], clients: int, requests: int, body: bytes, server_pid: int
 ) -> dict[str, Any]:
     address = base.removeprefix("http://").split("/", 1)
     host, port = address[0].split(":")
@@ -191,9 +191,11 @@ async def _load(
                 connection = _Connection(host, int(port))
 
     await _Connection(host, int(port)).stream(path, body, keys[0])  # warm up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
+    gateway_cpu = _cpu_seconds(server_pid)
     await asyncio.gather(*(worker(keys[n % len(keys)]) for n in range(clients)))
     elapsed = time.perf_counter() - started
+    cpu, gateway_cpu = time.process_time() - cpu, _cpu_seconds(server_pid) - gateway_cpu
     return {
         "completed": len(first_tokens),
         "errors": errors,
@@ -201,7 +203,29 @@ async def _load(
         "p50": _percentile(first_tokens, 0.5) * 1000,
         "p99": _percentile(first_tokens, 0.99) * 1000,
         "mean": statistics.fmean(first_tokens) * 1000 if first_tokens else 0.0,
+        # CPU per completed request: of the server measured, and of this client (the client
+        # must not be what limits the figures)
+        "server_cpu_ms": gateway_cpu * 1000 / max(1, len(first_tokens)),
+        "client_cpu_ms": cpu * 1000 / max(1, len(first_tokens)),
+        "client_cpu_share": cpu / elapsed,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` and its children (uvicorn's workers), from /proc
+    (Linux): on a shared machine, CPU per request says more than requests/s."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def _wait_up(url: str, headers: dict[str, str] | None = None) -> None:
@@ -276,18 +300,22 @@ class Command(BaseCommand):
                 f"gateway workers: {options['workers']}; buyers: {options['buyers']}"
             )
             results = {}
-            for name, base, secrets in (
-                ("direct", upstream, ["bench"]),
-                ("gateway", f"http://127.0.0.1:{gateway_port}/v1", keys),
+            for name, base, secrets, server in (
+                ("direct", upstream, ["bench"], upstream_process),
+                ("gateway", f"http://127.0.0.1:{gateway_port}/v1", keys, gateway_process),
             ):
                 results[name] = uvloop.run(
-                    _load(base, secrets, options["clients"], options["requests"], body)
+                    _load(base, secrets, options["clients"], options["requests"], body, server.pid)
                 )
                 r = results[name]
                 self.stdout.write(
                     f"{name:8} completed {r['completed']:6d} errors {r['errors']:4d}  "
                     f"{r['per_second']:8.1f} req/s  TTFT p50 {r['p50']:7.1f} ms  "
                     f"p99 {r['p99']:7.1f} ms  mean {r['mean']:7.1f} ms"
+                )
+                self.stdout.write(
+                    f"{'':8} CPU per request: server {r['server_cpu_ms']:.2f} ms, client "
+                    f"{r['client_cpu_ms']:.2f} ms (client busy {r['client_cpu_share']:.0%})"
                 )
             direct, gateway = results["direct"], results["gateway"]
             self.stdout.write(
