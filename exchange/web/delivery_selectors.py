@@ -36,6 +36,7 @@ GENERATION_STATUSES = {
     GenerationStatus.BROKEN: pgettext_lazy("generation status", "Broken by the provider"),
     GenerationStatus.CANCELLED: pgettext_lazy("generation status", "Cancelled by the buyer"),
     GenerationStatus.INTERRUPTED: pgettext_lazy("generation status", "Interrupted"),
+    GenerationStatus.TIME_LIMITED: pgettext_lazy("generation status", "Stopped at the time limit"),
 }
 
 

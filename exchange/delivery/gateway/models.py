@@ -20,6 +20,8 @@ class GenerationStatus(models.TextChoices):
     BROKEN = "broken", "Broken by the provider"
     # the buyer went away mid-stream: charged for what was delivered
     CANCELLED = "cancelled", "Cancelled by the buyer"
+    # the stream reached GATEWAY_MAX_REQUEST_SECONDS: charged for what was delivered
+    TIME_LIMITED = "time_limited", "Stopped at the time limit"
     # the gateway process died; the reaper released (or found settled) the reservation
     INTERRUPTED = "interrupted", "Interrupted"
 

@@ -67,6 +67,8 @@ DEMO_PREFIX = "/demo-upstream"
 # Upstream statuses that judge the buyer's request, not the provider: passed on as 400.
 REQUEST_REFUSED = frozenset((400, 413, 422))
 _JSON = (b"content-type", b"application/json")
+# After its time limit a stopped stream has this long to settle and tell the buyer.
+TIME_LIMIT_GRACE_SECONDS = 30
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
@@ -240,6 +242,8 @@ class GatewayApp:
             else:
                 raise GatewayError(404, "unknown_url", f"Unknown URL {path}.")
         except GatewayError as error:
+            if started:  # too late for an error answer: the stream said what happened
+                return
             await _answer(send, error.status, error.body(), [id_header, *error.headers()])
         except ConnectionResetError:
             return  # the client left before its request was complete: nothing was done
@@ -290,7 +294,6 @@ class GatewayApp:
     # --- chat completions ----------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send, generation_id: str) -> None:
         loop = asyncio.get_running_loop()
-        arrived = loop.time()
         body = await _body_read(receive, settings.GATEWAY_MAX_BODY_BYTES)
         try:
             parsed = orjson.loads(body)
@@ -309,11 +312,23 @@ class GatewayApp:
             )
 
         plan, attempt = await _database_thread(begin)(credentials)
+        # The request's time limit. A stream that has begun stops itself at ``deadline`` and is
+        # charged what it delivered (``_stream``); before its first token, or for a whole
+        # answer, the limit aborts the request and nothing is charged. A stream's backstop
+        # comes later, so that a stopped stream can settle and tell the buyer.
+        deadline = loop.time() + settings.GATEWAY_MAX_REQUEST_SECONDS
+        backstop = deadline + (TIME_LIMIT_GRACE_SECONDS if plan.stream else 0)
         try:
-            async with asyncio.timeout(settings.GATEWAY_MAX_REQUEST_SECONDS):
-                await self._serve(plan, attempt, request, receive, send, arrived)
+            async with asyncio.timeout_at(backstop):
+                await self._serve(plan, attempt, request, receive, send, deadline)
         except TimeoutError:
             logger.error("generation %s outlived GATEWAY_MAX_REQUEST_SECONDS", plan.public_id)
+            raise GatewayError(
+                504,
+                "request_time_limit",
+                "The request reached the gateway's time limit before its answer began; "
+                "nothing was charged.",
+            ) from None
 
     async def _serve(
         self,
@@ -322,7 +337,7 @@ class GatewayApp:
         request: ChatRequest,
         receive: Receive,
         send: Send,
-        arrived: float,
+        deadline: float,
     ) -> None:
         while True:
             endpoint = attempt.upstream.endpoint_id
@@ -334,9 +349,9 @@ class GatewayApp:
             self._busy[endpoint] = self._busy.get(endpoint, 0) + 1
             try:
                 if plan.stream:
-                    await self._stream(plan, attempt, request, receive, send, arrived)
+                    await self._stream(plan, attempt, request, receive, send, deadline)
                 else:
-                    await self._complete(plan, attempt, request, send, arrived)
+                    await self._complete(plan, attempt, request, send)
                 return
             except UpstreamFailed as failure:
                 logger.info(
@@ -422,10 +437,9 @@ class GatewayApp:
         attempt: services.Attempt,
         request: ChatRequest,
         send: Send,
-        arrived: float,
     ) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = loop.time()  # times are the provider's: from just before the forward
         response = await self._open(plan, attempt, request)
         try:
             raw = await response.aread()
@@ -448,7 +462,7 @@ class GatewayApp:
             usage=meter.usage(prompt_estimate=plan.prompt_estimate, **_usage_check()),
             first_token_ms=meter.first_token_ms,
             last_token_ms=meter.last_token_ms,
-            total_ms=int((loop.time() - arrived) * 1000),
+            total_ms=at_ms,
             finish_reason=meter.finish_reason,
             broken=False,
             cancelled=False,
@@ -465,17 +479,22 @@ class GatewayApp:
         request: ChatRequest,
         receive: Receive,
         send: Send,
-        arrived: float,
+        deadline: float,
     ) -> None:
         loop = asyncio.get_running_loop()
+        # Times are the provider's: from just before the forward, less the time spent waiting
+        # for the buyer to take what was sent (a slow reader must not make the provider look
+        # slow; while we wait, the provider's chunks queue in the socket buffers).
         started = loop.time()
-        response = await self._open(plan, attempt, request)
+        blocked = 0.0
+        async with asyncio.timeout_at(deadline):  # before the first token: aborted, not charged
+            response = await self._open(plan, attempt, request)
         meter = StreamMeter()
         decoder = SseDecoder()
         pending: list[bytes] = []  # chunks before the first token (not sent yet)
         started_response = False
         provider_usage: Any = None
-        done = broken = cancelled = False
+        done = broken = cancelled = time_limited = False
         created = int(time.time())
         task = asyncio.current_task()
         watching = True
@@ -494,7 +513,8 @@ class GatewayApp:
         watcher = asyncio.create_task(watch())
 
         async def deliver(data: bytes) -> None:
-            nonlocal started_response
+            nonlocal started_response, blocked
+            before = loop.time()
             if not started_response:
                 await send(
                     {
@@ -514,44 +534,52 @@ class GatewayApp:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 pending.clear()
             await send({"type": "http.response.body", "body": data, "more_body": True})
+            blocked += loop.time() - before
 
         try:
             try:
-                async for line in response.aiter_lines():
-                    data = decoder.line(line)
-                    if data is None:
-                        continue
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    try:
-                        chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        continue  # not ours to judge; a malformed event carries no tokens
-                    if not isinstance(chunk, dict):
-                        continue
-                    if "error" in chunk:
+                async with asyncio.timeout_at(deadline):
+                    async for line in response.aiter_lines():
+                        data = decoder.line(line)
+                        if data is None:
+                            continue
+                        if data == "[DONE]":
+                            done = True
+                            break
+                        try:
+                            chunk = orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            continue  # not ours to judge; a malformed event carries no tokens
+                        if not isinstance(chunk, dict):
+                            continue
+                        if "error" in chunk:
+                            if meter.first_token_ms is None:
+                                raise UpstreamFailed("error_event")
+                            broken = True
+                            break
+                        at_ms = int((loop.time() - started - blocked) * 1000)
+                        meter.chunk(chunk, at_ms)
+                        if chunk.get("usage") is not None:
+                            provider_usage = chunk.pop("usage")
+                            if not chunk.get("choices"):
+                                continue  # the usage chunk: replaced by ours at the end
+                        chunk["id"] = plan.public_id
+                        chunk["model"] = plan.pair.model_id
+                        created = chunk.get("created", created)
+                        event = b"data: " + orjson.dumps(chunk) + b"\n\n"
                         if meter.first_token_ms is None:
-                            raise UpstreamFailed("error_event")
-                        broken = True
-                        break
-                    at_ms = int((loop.time() - started) * 1000)
-                    meter.chunk(chunk, at_ms)
-                    if chunk.get("usage") is not None:
-                        provider_usage = chunk.pop("usage")
-                        if not chunk.get("choices"):
-                            continue  # the usage chunk: replaced by ours at the end
-                    chunk["id"] = plan.public_id
-                    chunk["model"] = plan.pair.model_id
-                    created = chunk.get("created", created)
-                    event = b"data: " + orjson.dumps(chunk) + b"\n\n"
-                    if meter.first_token_ms is None:
-                        pending.append(event)
-                    else:
-                        await deliver(event)
-                tail = decoder.end()
-                if tail == "[DONE]":
-                    done = True
+                            pending.append(event)
+                        else:
+                            await deliver(event)
+                    tail = decoder.end()
+                    if tail == "[DONE]":
+                        done = True
+            except TimeoutError:
+                # the request's time limit, after tokens flowed: like a buyer leaving, the
+                # upstream call ends and what was delivered is charged (the buyer is told)
+                if meter.first_token_ms is None:
+                    raise
+                time_limited = True
             except asyncio.CancelledError:
                 if not left.is_set():
                     raise
@@ -566,7 +594,7 @@ class GatewayApp:
                 watching = False
                 await response.aclose()
             # a stream that ended without [DONE] is complete if it said why it finished
-            if not (done or cancelled or broken) and meter.finish_reason is None:
+            if not (done or cancelled or broken or time_limited) and meter.finish_reason is None:
                 if meter.first_token_ms is None:
                     raise UpstreamFailed("stream_ended_early")
                 broken = True
@@ -576,10 +604,11 @@ class GatewayApp:
                 usage=meter.usage(prompt_estimate=plan.prompt_estimate, **_usage_check()),
                 first_token_ms=meter.first_token_ms,
                 last_token_ms=meter.last_token_ms,
-                total_ms=int((loop.time() - arrived) * 1000),
+                total_ms=int((loop.time() - started - blocked) * 1000),
                 finish_reason=meter.finish_reason,
                 broken=broken,
                 cancelled=cancelled,
+                time_limited=time_limited,
             )
             if cancelled:
                 return
@@ -598,6 +627,13 @@ class GatewayApp:
                     "provider_broke_stream",
                     "The provider broke the stream; what it delivered is charged and credited "
                     "back (service level missed).",
+                )
+                await deliver(b"data: " + orjson.dumps(error.body()) + b"\n\n")
+            elif time_limited:
+                error = GatewayError(
+                    504,
+                    "request_time_limit",
+                    "The request reached the gateway's time limit; what was delivered is charged.",
                 )
                 await deliver(b"data: " + orjson.dumps(error.body()) + b"\n\n")
             else:

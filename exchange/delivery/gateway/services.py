@@ -425,6 +425,7 @@ def request_finish(
     finish_reason: str | None,
     broken: bool,
     cancelled: bool,
+    time_limited: bool = False,
 ) -> Finished:
     """The last hop: judge the service level, settle the reservation (tokens drawn, SLA
     credit), complete the generation, feed the provider's statistics and the key's minute."""
@@ -454,6 +455,8 @@ def request_finish(
         if broken
         else GenerationStatus.CANCELLED
         if cancelled
+        else GenerationStatus.TIME_LIMITED
+        if time_limited
         else GenerationStatus.COMPLETED
     )
     settlement: Settlement | None
@@ -569,7 +572,11 @@ def _finish_records(
         finish_reason=(finish_reason or "")[:32],  # the column's width (metering cleans it)
         sla_met=sla.met,
         sla_reason=sla.reason,
-        error_code="provider_broke_stream" if broken else "",
+        error_code="provider_broke_stream"
+        if broken
+        else "request_time_limit"
+        if status == GenerationStatus.TIME_LIMITED
+        else "",
         finished_at=now,
     )
     request_outcome_record(
