@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -94,24 +94,22 @@ async def ahealthy_provider_ids(*, markets: list[Market]) -> set[int]:
 # --- the ask check (called by orders.services and orders.capacity) -------------------------------
 def outages_get(*, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], datetime | None]:
     """For each (provider id, market id): since when its endpoint there has failed without
-    answering (``failing_since``; a down endpoint has failed since then too), None while it
-    answers. A provider with no endpoint in the market could never serve it: its outage
-    runs since the epoch (``datetime.min``, aware)."""
+    answering (``failing_since``; a down endpoint has failed since then too); None while it
+    answers, or when the provider has no endpoint there (capacity issued without one, as
+    staff corrections and benchmarks do: not judged here)."""
     wanted = set(keys)
+    found: dict[tuple[int, int], datetime | None] = dict.fromkeys(wanted)
     if not wanted:
-        return {}
-    found = dict.fromkeys(wanted, _NEVER_SERVED)
+        return found
     rows = Endpoint.objects.filter(
         provider_id__in={provider for provider, _ in wanted},
         market_id__in={market for _, market in wanted},
+        failing_since__isnull=False,
     ).values_list("provider_id", "market_id", "failing_since")
     for provider, market, failing_since in rows:
         if (provider, market) in found:
             found[provider, market] = failing_since
     return found
-
-
-_NEVER_SERVED = datetime.min.replace(tzinfo=UTC)
 
 
 def _is_demo_data(user: User) -> bool:

@@ -845,8 +845,8 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
     few available tokens (sell orders hold them).
 
     Take-or-pay assumes the capacity could be consumed: when the provider's endpoint for the
-    market was failing at expiry for at least the dead-man window (or it has none), the
-    unconsumed tokens are credited to the holder in full instead (``credited``, visible on
+    market was failing at expiry and since at least the dead-man window before the lot's end,
+    the unconsumed tokens are credited to the holder in full instead (``credited``, visible on
     both sides as the lot's credit), their escrow back to the holder."""
     from exchange.delivery.endpoints.selectors import outages_get
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from exchange.delivery.escrow import services
 from exchange.delivery.escrow.models import Lot
 from orders.models import Order
-from tests.delivery.escrow.conftest import MTOK, OUT, assert_audit_ok, balance
+from tests.delivery.escrow.conftest import CNY, MTOK, OUT, assert_audit_ok, balance
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,4 +106,29 @@ def test_take_or_pay_does_not_pay_a_provider_whose_endpoint_was_down(pair, provi
     lot = Lot.objects.get(holder=buyer.user)
     assert (lot.credited_tokens, lot.credited_units, lot.unconsumed_tokens) == (MTOK, 8 * CNY, 0)
     assert lot.closed_at is not None
+    assert_audit_ok()
+
+
+def test_take_or_pay_pays_a_provider_whose_endpoint_failed_only_at_the_very_end(
+    pair, provider, make_trader
+):
+    from exchange.delivery.endpoints.models import Endpoint, HealthStatus
+
+    # given: a buyer's 1 MTok lot; the provider's endpoint started failing a moment before the
+    # lot ended (less than the dead-man window): the capacity was there for the whole life
+    buyer = make_trader(cny=100)
+    assert buyer.order(market=OUT, side="buy", price="8.00", quantity="1")["status"] == "filled"
+    lot = Lot.objects.get(holder=buyer.user)
+    Endpoint.objects.filter(provider=provider.user).update(
+        status=HealthStatus.FAILING, failing_since=lot.expires_at - timedelta(seconds=10)
+    )
+    provider_cny = balance(provider.user, "CNY")[0]
+
+    # when: the lot expires unconsumed
+    services.lots_expire_due(now=lot.expires_at + timedelta(seconds=1))
+
+    # then: take-or-pay: the provider is paid 8 CNY less its 0.1% maker fee
+    lot.refresh_from_db()
+    assert (lot.unconsumed_tokens, lot.credited_tokens) == (MTOK, 0)
+    assert balance(provider.user, "CNY")[0] - provider_cny == 8 * CNY - 8 * CNY // 1000
     assert_audit_ok()
