@@ -18,12 +18,19 @@ A request's life:
    before it (connection, timeout, HTTP error, an empty or broken stream) is skipped: its
    reservation released, the next provider tried; a failed attempt costs nothing.
 3. The provider's final usage chunk is held back; once the stream ends the reservation is
-   settled with the provider's usage (or our count, marked ``usage_source: estimated``) and
-   the SLA verdict (time to first token, output tokens/s), and one last chunk carries ``usage``
-   with the tokens drawn from each market, their cost and any credit (money as strings).
+   settled with the provider's usage (capped at our count's bound, else ``provider_disputed``;
+   or our count, marked ``usage_source: estimated``) and the SLA verdict (time to first token,
+   output tokens/s), and ``usage`` carries the tokens drawn from each market, their cost and
+   any credit (money as strings). Where, as OpenAI does it: with
+   ``stream_options.include_usage`` a last chunk with empty ``choices``; without, ``usage`` on
+   the chunk with the ``finish_reason`` (held back until the settle, so it is still the last
+   before ``[DONE]``; the official client reads ``chunk.usage`` either way, our own fields in
+   its ``model_extra``).
 4. A provider breaking the stream after its first token: what was delivered is settled as an
-   SLA miss (credited), and the buyer gets the usage chunk and an error event. A buyer going
-   away mid-stream: the upstream call is dropped and what was delivered is charged.
+   SLA miss (credited), and the buyer gets the usage (its chunk, or inside the error) and an
+   error event. The request's time limit reached mid-stream ends it the same way, charged but
+   not credited. A buyer going away mid-stream: the upstream call is dropped and what was
+   delivered is charged.
 """
 
 from __future__ import annotations
@@ -494,6 +501,12 @@ class GatewayApp:
         pending: list[bytes] = []  # chunks before the first token (not sent yet)
         started_response = False
         provider_usage: Any = None
+        # Usage as OpenAI sends it: a last chunk with empty ``choices`` only when the buyer asked
+        # (stream_options.include_usage); otherwise on the chunk with the finish_reason, held
+        # back until the stream is settled (see the module's docstring).
+        options = request.body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        held: dict[str, Any] | None = None
         done = broken = cancelled = time_limited = False
         created = int(time.time())
         task = asyncio.current_task()
@@ -566,6 +579,16 @@ class GatewayApp:
                         chunk["id"] = plan.public_id
                         chunk["model"] = plan.pair.model_id
                         created = chunk.get("created", created)
+                        if held is not None:  # a chunk after the finish: that was not the last
+                            event = b"data: " + orjson.dumps(held) + b"\n\n"
+                            held = None
+                            if meter.first_token_ms is None:
+                                pending.append(event)
+                            else:
+                                await deliver(event)
+                        if not include_usage and _finishes(chunk):
+                            held = chunk
+                            continue
                         event = b"data: " + orjson.dumps(chunk) + b"\n\n"
                         if meter.first_token_ms is None:
                             pending.append(event)
@@ -612,30 +635,42 @@ class GatewayApp:
             )
             if cancelled:
                 return
-            final = {
-                "id": plan.public_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": plan.pair.model_id,
-                "choices": [],
-                "usage": _usage(plan, attempt, finished, provider_usage),
-            }
-            await deliver(b"data: " + orjson.dumps(final) + b"\n\n")
-            if broken:
-                error = GatewayError(
-                    502,
-                    "provider_broke_stream",
-                    "The provider broke the stream; what it delivered is charged and credited "
-                    "back (service level missed).",
+            usage: dict[str, Any] | None = _usage(plan, attempt, finished, provider_usage)
+            if held is not None:
+                held["usage"] = usage
+                await deliver(b"data: " + orjson.dumps(held) + b"\n\n")
+                usage = None
+            elif include_usage or not (broken or time_limited):
+                final = {
+                    "id": plan.public_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": plan.pair.model_id,
+                    "choices": [],
+                    "usage": usage,
+                }
+                await deliver(b"data: " + orjson.dumps(final) + b"\n\n")
+                usage = None
+            if broken or time_limited:
+                error = (
+                    GatewayError(
+                        502,
+                        "provider_broke_stream",
+                        "The provider broke the stream; what it delivered is charged and "
+                        "credited back (service level missed).",
+                    )
+                    if broken
+                    else GatewayError(
+                        504,
+                        "request_time_limit",
+                        "The request reached the gateway's time limit; what was delivered is "
+                        "charged.",
+                    )
                 )
-                await deliver(b"data: " + orjson.dumps(error.body()) + b"\n\n")
-            elif time_limited:
-                error = GatewayError(
-                    504,
-                    "request_time_limit",
-                    "The request reached the gateway's time limit; what was delivered is charged.",
-                )
-                await deliver(b"data: " + orjson.dumps(error.body()) + b"\n\n")
+                body = error.body()
+                if usage is not None:  # no chunk carried it: the error does (the official
+                    body["error"]["usage"] = usage  # client raises APIError, body = error)
+                await deliver(b"data: " + orjson.dumps(body) + b"\n\n")
             else:
                 await deliver(b"data: [DONE]\n\n")
             await send({"type": "http.response.body", "body": b""})
@@ -646,6 +681,14 @@ class GatewayApp:
 # An upstream error's code or param worth passing on: a short identifier ("context_length_
 # exceeded", "messages[0].content"), never free text.
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\[\]-]{0,63}")
+
+
+def _finishes(chunk: dict[str, Any]) -> bool:
+    """Does this chunk carry a choice's finish_reason (the last chunk of the answer)?"""
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(choice, dict) and choice.get("finish_reason") for choice in choices
+    )
 
 
 def _usage_check() -> dict[str, Any]:

@@ -232,11 +232,13 @@ async function ask(text) {
         } catch {
           continue;
         }
+        // usage rides on the finishing chunk, or on the error event of a broken stream
+        if (chunk.usage) usage = chunk.usage;
+        if (chunk.error && chunk.error.usage) usage = chunk.error.usage;
         if (chunk.error) {
           failure = chunk.error;
           continue;
         }
-        if (chunk.usage) usage = chunk.usage;
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) {
           node.classList.remove("pending");

@@ -105,8 +105,10 @@ def test_stream_and_whole_answers_are_metered_and_costed_exactly(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "".join(demo_tokens(5))
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    # not asked for the usage chunk: usage rides on the finishing chunk, as the last one
     final = chunks[-1]
-    assert final.choices == []
+    assert final.choices[0].finish_reason == "length"
+    assert [c.usage for c in chunks[:-1]] == [None] * (len(chunks) - 1)
     assert final.usage.completion_tokens == 5
     assert final.usage.model_extra["cost"] == cny(
         PROMPT * UNITS_PER_IN_TOKEN + 5 * UNITS_PER_OUT_TOKEN
@@ -236,8 +238,16 @@ def test_a_provider_without_usage_is_estimated_and_marked(server, make_provider,
     gateway = client(server, consume_key(buyer.user))
     text = "".join(demo_tokens(9))
 
-    chunks = list(gateway.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+    chunks = list(
+        gateway.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
     answer = gateway.chat.completions.create(model=MODEL, messages=MESSAGES)
+
+    # asked for: OpenAI's usage chunk, empty choices, last; no other chunk carries usage
+    assert chunks[-1].choices == []
+    assert [c.usage for c in chunks[:-1]] == [None] * (len(chunks) - 1)
 
     estimated = estimate_tokens(text)
     assert estimated != 9  # the estimate is ours, not the demo's word count
@@ -268,13 +278,26 @@ def test_a_stream_the_provider_breaks_is_charged_as_delivered_and_credited(
     assert "broke the stream" in str(caught.value)
     text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
     assert text == "".join(demo_tokens(3))
-    usage = received[-1].usage
+    # the usage chunk was not asked for: the error event carries the usage
+    usage = openai.types.CompletionUsage.model_validate(caught.value.body["usage"])
+    assert received[-1].usage is None
     assert usage.model_extra["usage_source"] == "estimated"
     assert usage.model_extra["sla"] == {"met": False, "reason": "broken_stream"}
     assert usage.model_extra["cost"] == usage.model_extra["credit"]
     generation = Generation.objects.get()
     assert generation.status == GenerationStatus.BROKEN
     assert generation.credit_units == generation.cost_units > 0
+
+    # asked for the usage chunk (stream_options.include_usage): it comes before the error
+    asked: list = []
+    stream = gateway.chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    with pytest.raises(openai.APIError) as caught:
+        asked.extend(stream)
+    assert asked[-1].choices == []
+    assert asked[-1].usage.model_extra["sla"] == {"met": False, "reason": "broken_stream"}
+    assert "usage" not in caught.value.body
     assert_audit_ok()
 
 
