@@ -169,7 +169,6 @@ class GatewayApp:
         self.demo = DemoUpstream(prefix=DEMO_PREFIX) if settings.DEMO_UPSTREAM else None
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._busy: dict[int, int] = {}  # open requests per endpoint, this process
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -346,14 +345,9 @@ class GatewayApp:
         send: Send,
         deadline: float,
     ) -> None:
+        # an attempt holds one of its endpoint's concurrency slots (``slots``, across all
+        # gateway processes) from its reservation until it is settled or released
         while True:
-            endpoint = attempt.upstream.endpoint_id
-            if self._busy.get(endpoint, 0) >= attempt.upstream.concurrency_limit:
-                attempt = await _database_thread(services.attempt_failed)(
-                    plan=plan, attempt=attempt, reason="busy", provider_fault=False
-                )
-                continue
-            self._busy[endpoint] = self._busy.get(endpoint, 0) + 1
             try:
                 if plan.stream:
                     await self._stream(plan, attempt, request, receive, send, deadline)
@@ -391,8 +385,6 @@ class GatewayApp:
                     _database_thread(services.request_aborted)(plan=plan, attempt=attempt)
                 )
                 raise
-            finally:
-                self._busy[endpoint] -= 1
 
     def _upstream_request(
         self, plan: services.Plan, attempt: services.Attempt, request: ChatRequest

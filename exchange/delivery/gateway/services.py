@@ -46,7 +46,7 @@ from exchange.delivery.escrow.services import (
     reservation_settle,
     reservations_reap,
 )
-from exchange.delivery.gateway import limits
+from exchange.delivery.gateway import limits, slots
 from exchange.delivery.gateway.metering import (
     USAGE_DISPUTED,
     ServiceLevel,
@@ -314,6 +314,13 @@ def _attempt_open(plan: Plan) -> Attempt | None:
         if upstream is None:
             plan.failures.append("unhealthy")
             continue
+        # the endpoint's concurrency limit, across all gateway processes (one Redis call)
+        slot = f"{plan.public_id}.{plan.attempts + 1}"
+        if not slots.take(
+            endpoint_id=upstream.endpoint_id, slot=slot, limit=upstream.concurrency_limit
+        ):
+            plan.failures.append("busy")
+            continue
         plan.attempts += 1
         try:
             reservation = reservation_open(
@@ -322,18 +329,28 @@ def _attempt_open(plan: Plan) -> Attempt | None:
                 provider_id=candidate.provider_id,
                 input_tokens=plan.needed[0],
                 output_tokens=plan.needed[1],
-                key=f"{plan.public_id}.{plan.attempts}",
+                key=slot,
             )
         except InsufficientAllocation:
             # another request of this buyer took the lots since holdings_get read them
+            slots.give_back(endpoint_id=upstream.endpoint_id, slot=slot)
             plan.failures.append("insufficient_allocation")
             continue
+        except BaseException:
+            slots.give_back(endpoint_id=upstream.endpoint_id, slot=slot)
+            raise
         # the generation learns its provider and reservation when it finishes (one write
         # less on the way to the first token); a crashed one is found by the reservation key
         return Attempt(
             plan.attempts, candidate.provider_id, candidate.name, reservation.id, upstream
         )
     return None
+
+
+def _slot_give_back(plan: Plan, attempt: Attempt) -> None:
+    slots.give_back(
+        endpoint_id=attempt.upstream.endpoint_id, slot=f"{plan.public_id}.{attempt.number}"
+    )
 
 
 def _attempts_exhausted(plan: Plan) -> GatewayError:
@@ -374,6 +391,7 @@ def attempt_failed(
     was refused), and reserve with the next provider. Raises the final ``GatewayError`` when
     none is left."""
     reservation_release(reservation_id=attempt.reservation_id)
+    _slot_give_back(plan, attempt)
     plan.failures.append(reason)
     if provider_fault:
         request_outcome_record(
@@ -391,6 +409,7 @@ def attempt_failed(
 def request_refused_upstream(*, plan: Plan, attempt: Attempt, code: str) -> None:
     """The provider refused the buyer's request as invalid (400): nothing charged."""
     reservation_release(reservation_id=attempt.reservation_id)
+    _slot_give_back(plan, attempt)
     Generation.objects.filter(pk=plan.generation_pk).update(
         status=GenerationStatus.FAILED,
         provider_id=attempt.provider_id,
@@ -404,6 +423,7 @@ def request_refused_upstream(*, plan: Plan, attempt: Attempt, code: str) -> None
 def request_aborted(*, plan: Plan, attempt: Attempt) -> None:
     """The gateway itself failed mid-request: the reservation goes back whole if it is still
     open (a settled one stays settled), and a generation still in progress is marked failed."""
+    _slot_give_back(plan, attempt)
     reservation_release(reservation_id=attempt.reservation_id)
     Generation.objects.filter(pk=plan.generation_pk, status=GenerationStatus.IN_PROGRESS).update(
         status=GenerationStatus.FAILED,
@@ -459,6 +479,7 @@ def request_finish(
         if time_limited
         else GenerationStatus.COMPLETED
     )
+    _slot_give_back(plan, attempt)  # the upstream call is over
     settlement: Settlement | None
     try:
         settlement = reservation_settle(
