@@ -417,6 +417,11 @@ SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="")
 # The demo upstream (an OpenAI-compatible server streaming labelled demo text) served by this
 # process under /demo-upstream/v1: on with the live demo, off in production.
 DEMO_UPSTREAM = env.bool("DEMO_UPSTREAM", default=DEMO)
+# Providers' upstreams (the check on save, the probes, the gateway) may be plain http and on
+# loopback / private / link-local addresses. Off: https and public addresses only, checked at
+# save and again at every connect (exchange.delivery.endpoints.egress). On only for
+# development, the demo (its upstream is this process) and tests; `check --deploy` refuses it.
+DELIVERY_UPSTREAM_ALLOW_PRIVATE = env.bool("DELIVERY_UPSTREAM_ALLOW_PRIVATE", default=DEBUG or DEMO)
 # Upstream calls: connecting (and waiting for a pooled connection), and the longest silence
 # between two chunks of an answer.
 GATEWAY_CONNECT_TIMEOUT_SECONDS = env.float("GATEWAY_CONNECT_TIMEOUT_SECONDS", default=5.0)

@@ -8,6 +8,9 @@ os.environ.setdefault("SECRET_KEY", "test-only-insecure-key-not-for-production")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # Endpoint keys at rest (exchange.delivery.endpoints.crypto): a fixed test-only Fernet key.
 os.environ.setdefault("DELIVERY_ENCRYPTION_KEYS", "Sljo4Rj_kZtANiiInbxYlhBngMndt7iWrezbkKSlmhY=")
+# Test upstreams listen on loopback over plain http (served processes inherit this too); the
+# SSRF tests (tests/delivery/endpoints/test_ssrf.py) turn it off.
+os.environ.setdefault("DELIVERY_UPSTREAM_ALLOW_PRIVATE", "true")
 # Thread-heavy tests (50 threads at a barrier) need a connection each, beyond any pool size.
 os.environ.setdefault("DATABASE_POOL", "false")
 

@@ -136,13 +136,14 @@ _ERROR = inline_serializer(
     },
 )
 _WRITE_ERRORS = {
-    400: OpenApiResponse(_ERROR, description="Invalid body."),
+    400: OpenApiResponse(_ERROR, description="Invalid body (in production base_url is https)."),
     403: OpenApiResponse(_ERROR, description="Not a provider, or the key lacks `trade`."),
     422: OpenApiResponse(
         _ERROR,
         description=(
             "`endpoint_check_failed`: `GET {base_url}/models` with the key failed or does not "
-            "list the model id; nothing was saved."
+            "list the model id, or the host is not a public address; one message whatever the "
+            "cause, nothing the upstream answered is echoed; nothing was saved."
         ),
     ),
 }

@@ -14,13 +14,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-import httpx
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Profile, User
-from exchange.delivery.endpoints import upstream
+from exchange.delivery.endpoints import egress, upstream
 from exchange.delivery.endpoints.crypto import secret_decrypt, secret_encrypt, secret_rotate
 from exchange.delivery.endpoints.errors import EndpointExists
 from exchange.delivery.endpoints.models import (
@@ -55,6 +54,13 @@ def _base_url_clean(base_url: str) -> str:
         raise ValidationFailed(
             "base_url must be an http(s) URL, e.g. https://api.example.com/v1.",
             details={"base_url": "invalid"},
+        )
+    if parts.scheme != "https" and not egress.private_allowed():
+        # The upstream key travels in every request: only over TLS (plain http is for local
+        # development, the demo and tests: DELIVERY_UPSTREAM_ALLOW_PRIVATE).
+        raise ValidationFailed(
+            "base_url must be an https URL, e.g. https://api.example.com/v1.",
+            details={"base_url": "https_required"},
         )
     if parts.username or parts.password or parts.query or parts.fragment:
         # Credentials in the URL would be stored in clear and shown back: keys go in api_key.
@@ -336,7 +342,7 @@ class _Target:
 
 
 async def _probe_all(targets: list[_Target], timeout: float) -> list[upstream.ProbeResult]:
-    async with httpx.AsyncClient() as client:
+    async with egress.upstream_async_client() as client:
 
         async def one(target: _Target) -> upstream.ProbeResult:
             try:

@@ -52,6 +52,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
+from exchange.delivery.endpoints.egress import upstream_async_client
 from exchange.delivery.gateway import auth, selectors, services
 from exchange.delivery.gateway.demo_upstream import DemoUpstream
 from exchange.delivery.gateway.metering import StreamMeter, units_to_decimal
@@ -207,7 +208,8 @@ class GatewayApp:
         loop its connections were opened on)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(
+            # Public https upstreams only, checked at every connect (SSRF guard).
+            self._client = upstream_async_client(
                 timeout=httpx.Timeout(
                     connect=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
                     read=settings.GATEWAY_READ_TIMEOUT_SECONDS,

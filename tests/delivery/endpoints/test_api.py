@@ -9,6 +9,7 @@ import pytest
 
 from exchange.delivery.endpoints.crypto import secret_decrypt
 from exchange.delivery.endpoints.models import Endpoint, HealthStatus
+from exchange.delivery.endpoints.upstream import CHECK_FAILED
 from tests.delivery.endpoints.conftest import OUT
 from tests.delivery.endpoints.upstream_server import UPSTREAM_KEY
 
@@ -60,20 +61,19 @@ def test_trailing_slash_is_dropped_from_the_base_url(market, upstream, client_fo
 
 
 @pytest.mark.parametrize(
-    ("overrides", "detail", "words"),
+    "overrides",
     [
-        ({"api_key": "sk-wrong"}, {"api_key": "refused"}, "refused the API key (HTTP 401)"),
-        (
-            {"model_id": "missing-model"},
-            {"model_id": "not_listed"},
-            "does not list model 'missing-model'",
-        ),
-        ({"base_url": "http://127.0.0.1:1/v1"}, {"base_url": "unreachable"}, "connection refused"),
+        {"api_key": "sk-wrong"},
+        {"model_id": "missing-model"},
+        {"base_url": "http://127.0.0.1:1/v1"},
     ],
 )
-def test_refuses_with_a_clear_error_and_stores_nothing(
-    market, upstream, client_for, overrides, detail, words
+def test_refuses_with_one_generic_error_and_stores_nothing(
+    market, upstream, client_for, overrides, caplog
 ) -> None:
+    """A refused key, an unlisted model and a closed port get the same answer (the check must
+    not tell them apart for whoever saves the endpoint); the server log says which."""
+    caplog.set_level(logging.INFO, logger="exchange.delivery.endpoints.upstream")
     provider = client_for("provider")
 
     response = provider.post(URL, body(upstream, **overrides), format="json")
@@ -81,14 +81,18 @@ def test_refuses_with_a_clear_error_and_stores_nothing(
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "endpoint_check_failed"
-    assert words in error["message"]
-    assert {k: error["details"][k] for k in detail} == detail
+    assert error["message"] == CHECK_FAILED
+    assert error.get("details") == {"base_url": "check_failed"}
     assert Endpoint.objects.count() == 0
+    assert "endpoint check of" in caplog.text
 
 
-def test_model_not_listed_names_what_the_upstream_lists(market, upstream, client_for) -> None:
+def test_a_refused_check_echoes_nothing_the_upstream_listed(market, upstream, client_for) -> None:
     response = client_for("provider").post(URL, body(upstream, model_id="nope"), format="json")
-    assert response.json()["error"]["details"]["listed"] == ["qwen3.6-plus", "other-model"]
+    assert response.status_code == 422
+    text = response.content.decode()
+    assert "qwen3.6-plus" not in text
+    assert "other-model" not in text
 
 
 def test_refuses_a_url_with_credentials_or_another_scheme(market, upstream, client_for) -> None:

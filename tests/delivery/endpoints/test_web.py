@@ -63,7 +63,8 @@ def test_a_refused_check_is_shown_and_the_key_not_sent_back(make_user, market, u
         HTTP_HX_REQUEST="true",
     )
     body = response.content.decode()
-    assert "does not list model" in body
+    assert "The endpoint check failed" in body
+    assert "other-model" not in body  # nothing the upstream listed is echoed
     assert UPSTREAM_KEY not in body
     assert not Endpoint.objects.exists()
 
