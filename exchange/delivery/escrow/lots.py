@@ -22,8 +22,8 @@ from django.db import transaction
 
 from exchange.db import array_param, server_bound_cursor
 
-# A primary sale by a seller that never listed capacity nor held lots in the market (tokens
-# issued to it directly by staff or a benchmark) still needs an expiry for take-or-pay.
+# A primary sale by a seller that never listed capacity in the market (tokens issued to it
+# directly by staff or a benchmark) still needs an expiry for take-or-pay.
 DEFAULT_LOT_LIFETIME = timedelta(days=30)
 
 
@@ -174,9 +174,10 @@ def _sellers_lots_all(
 
 
 # Per sell order: the end of the live listing its tokens came from, else the latest end of the
-# seller's live listings in the market; and whether the seller never listed capacity there nor
-# held lots there (tokens issued to it directly: the default lifetime applies; review finding
-# 4 is about these). A listing is live when active and ending after the sale cutoff.
+# seller's live listings in the market; and whether its tokens are issued directly (the default
+# lifetime applies; review finding 4 is about these): the seller never listed capacity there
+# and holds no open lot there past the cutoff (those tokens are the expired lot's, which the
+# expiry task retires). A listing is live when active and ending after the sale cutoff.
 _LISTING_ENDS = """
 SELECT o.id,
        COALESCE(
@@ -191,7 +192,8 @@ SELECT o.id,
             WHERE y.provider_id = o.user_id AND y.market_id = %(market)s)
        AND NOT EXISTS (
            SELECT 1 FROM delivery_escrow_lot z
-            WHERE z.holder_id = o.user_id AND z.market_id = %(market)s)
+            WHERE z.holder_id = o.user_id AND z.market_id = %(market)s
+              AND z.closed_at IS NULL AND z.expires_at <= %(cutoff)s)
   FROM orders_order o
  WHERE o.id = ANY(%(orders)s::bigint[])
 """
@@ -211,8 +213,8 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
     """Split each sale into resale (the seller's open lots living past the sale cutoff, FIFO
     by expiry, unreserved tokens) and primary (the rest: paid into escrow), and plan the lots.
     A primary part needs the seller's live capacity in the market (an active listing ending
-    after the cutoff; or directly issued tokens of a seller that never listed nor held lots
-    there): otherwise
+    after the cutoff; or directly issued tokens of a seller that never listed there and holds
+    no expired lot there): otherwise
     the sell order is in ``refused`` and the plan must not be written. Locks the sellers' open
     lots in this market; must run in the runner's batch transaction."""
     plan = LotPlan(escrow=[0] * len(sales))

@@ -11,7 +11,14 @@ from django.utils import timezone
 
 from exchange.delivery.escrow.models import Lot
 from orders.models import CommandKind, Order, OrderCommand
-from tests.delivery.escrow.conftest import CNY, OUT, assert_audit_ok, balance, escrow_balance
+from tests.delivery.escrow.conftest import (
+    CNY,
+    MTOK,
+    OUT,
+    assert_audit_ok,
+    balance,
+    escrow_balance,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,4 +111,34 @@ def test_a_listing_past_its_end_does_not_sell_already_expired_capacity(pair, pro
     ask = Order.objects.get(user=provider.user, market=pair.output_market, side="sell")
     assert (ask.status, ask.cancel_reason) == ("cancelled", "undeliverable")
     assert balance(buyer.user, "CNY")[0] + balance(buyer.user, "CNY")[1] == 100 * CNY
+    assert_audit_ok()
+
+
+def test_directly_issued_tokens_of_a_lot_holder_still_sell(pair, provider, make_trader):
+    from exchange.delivery.escrow.lots import DEFAULT_LOT_LIFETIME
+    from exchange.ledger import services as ledger
+
+    # given: a seller holding a live 1 MTok lot and 1 MTok issued to it directly (as the
+    # trading benchmark's users do: no listing)
+    seller = make_trader(role="both", cny=100)
+    assert seller.order(market=OUT, side="buy", price="8.00", quantity="1")["status"] == "filled"
+    ledger.capacity_issue(
+        user=seller.user, market=pair.output_market, tokens=MTOK, reference="test",
+        idempotency_key="test:issued-directly",
+    )  # fmt: skip
+    buyer = make_trader(cny=100)
+    ask = seller.order(market=OUT, side="sell", price="7.50", quantity="2")
+    assert ask["status"] == "open"
+
+    # when: a buyer takes all of it (below the provider's ask at 8.00)
+    assert buyer.order(market=OUT, side="buy", price="7.50", quantity="2")["status"] == "filled"
+
+    # then: the lot moved (resale) and the rest is the seller's own capacity, default lifetime
+    lots = sorted(Lot.objects.filter(holder=buyer.user), key=lambda lot: lot.parent_id is None)
+    assert [(lot.provider_id, lot.bought_tokens) for lot in lots] == [
+        (provider.user.id, MTOK),
+        (seller.user.id, MTOK),
+    ]
+    lifetime = lots[1].expires_at - lots[1].created_at
+    assert abs(lifetime - DEFAULT_LOT_LIFETIME) < timedelta(minutes=1)
     assert_audit_ok()
