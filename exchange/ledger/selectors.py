@@ -204,6 +204,24 @@ _CHECKS: list[tuple[str, str]] = [
         """,
     ),
     (
+        # Every way tokens leave a lot moves them out of the holder's balance in the same
+        # transaction, so a holder's open lots never promise more than it holds (it may hold
+        # more: tokens issued directly, or bought before escrow existed).
+        "holder's open lots promise more tokens than its balance",
+        """
+        SELECT l.holder_id, m.symbol, l.remaining, COALESCE(a.available + a.held, 0)
+          FROM (SELECT holder_id, market_id,
+                       SUM(bought_tokens - delivered_tokens - credited_tokens
+                           - unconsumed_tokens - moved_tokens) AS remaining
+                  FROM delivery_escrow_lot WHERE closed_at IS NULL
+                 GROUP BY holder_id, market_id) l
+          JOIN markets_market m ON m.id = l.market_id
+          LEFT JOIN ledger_account a ON a.owner_id = l.holder_id AND a.asset_id = m.symbol
+         WHERE l.remaining > COALESCE(a.available + a.held, 0)
+         ORDER BY l.holder_id, m.symbol
+        """,
+    ),
+    (
         "lot's reserved tokens differ from its open reservations",
         """
         SELECT l.id, l.reserved_tokens, COALESCE(r.tokens, 0)

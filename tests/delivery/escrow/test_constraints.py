@@ -71,7 +71,23 @@ def test_audit_reports_escrow_the_lots_do_not_explain(lot):
     assert not report.is_ok
     assert report.problems == [
         f"escrow account differs from its lots' outstanding escrow: CNY, "
-        f"{lot.escrow_units}, {lot.escrow_units + 7}"
+        f"{lot.escrow_units}, {lot.escrow_units + 7}",
+        # its 10 tokens were never credited to the holder either
+        f"holder's open lots promise more tokens than its balance: {lot.holder_id}, "
+        f"{lot.market.symbol}, 1000010, 1000000",
+    ]
+
+
+def test_audit_reports_lots_promising_more_tokens_than_the_holder_holds(lot):
+    with connection.cursor() as cursor:  # tokens that left the balance without the lot
+        cursor.execute(
+            "UPDATE delivery_escrow_lot SET bought_tokens = bought_tokens * 2 WHERE id = %s",
+            [lot.id],
+        )
+    report = audit_run()
+    assert report.problems == [
+        f"holder's open lots promise more tokens than its balance: {lot.holder_id}, "
+        f"{lot.market.symbol}, 2000000, 1000000"
     ]
 
 
