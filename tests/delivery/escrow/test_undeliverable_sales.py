@@ -142,3 +142,39 @@ def test_directly_issued_tokens_of_a_lot_holder_still_sell(pair, provider, make_
     lifetime = lots[1].expires_at - lots[1].created_at
     assert abs(lifetime - DEFAULT_LOT_LIFETIME) < timedelta(minutes=1)
     assert_audit_ok()
+
+
+def test_a_stale_lot_window_is_rolled_back_and_all_lots_locked_at_once(
+    pair, provider, make_trader, monkeypatch
+):
+    from exchange.delivery.escrow import lots as lots_module
+
+    # given: a holder of two lots reselling 1.5 MTok; the window read finds its lots drawn on
+    # meanwhile (as when a reservation commits between the statement's snapshot and its lock)
+    holder, buyer = make_trader(cny=100), make_trader(cny=100)
+    for _ in range(2):
+        assert holder.order(market=OUT, side="buy", price="8.00", quantity="1")["status"] == (
+            "filled"
+        )
+    statements: list[str] = []
+    original = lots_module._lots_read
+
+    def read(sql, params, stale=None):
+        statements.append("window" if stale is not None else "all")
+        found = original(sql, params, stale)
+        if stale is not None:
+            stale.update(found)
+        return found
+
+    monkeypatch.setattr(lots_module, "_lots_read", read)
+    assert holder.order(market=OUT, side="sell", price="7.50", quantity="1.5")["status"] == "open"
+
+    # when: a buyer takes it
+    assert buyer.order(market=OUT, side="buy", price="7.50", quantity="1.5")["status"] == "filled"
+
+    # then: the window was given up and every lot read again in one statement; the resale
+    # moved 1.5 MTok of the holder's lots to the buyer
+    assert statements == ["window", "all"]
+    assert sum(lot.bought_tokens for lot in Lot.objects.filter(holder=buyer.user)) == 1_500_000
+    assert balance(holder.user, OUT) == (500_000, 0)
+    assert_audit_ok()
