@@ -274,6 +274,8 @@ class Command(BaseCommand):
             f"{database['NAME']}",
             "DEMO": "0",
             "DEMO_UPSTREAM": "0",
+            # the benchmark's upstream is on loopback, which the SSRF guard refuses otherwise
+            "DELIVERY_UPSTREAM_ALLOW_PRIVATE": "1",
             "ENGINE_RUNNER": "external",
             "DEMO_UPSTREAM_TTFT_MS": str(options["ttft_ms"]),
             "DEMO_UPSTREAM_TPS": str(options["tps"]),
