@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,6 +11,8 @@ from accounts.authentication import HasScope, request_scopes
 from accounts.models import SCOPE_CODES, ApiKey, AuditEvent
 from accounts.selectors import api_key_list
 from accounts.services import LIMIT_FIELDS, api_key_create, api_key_revoke
+from exchange.api_inputs import StrictSerializer
+from exchange.api_paging import StrictCursorPagination
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -35,7 +36,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         ]
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=80)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPE_CODES), min_length=1)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -126,8 +127,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
         fields = ["id", "action", "created_at", "api_key_prefix", "ip", "user_agent", "details"]
 
 
-class NewestFirst(CursorPagination):
-    ordering = "-id"
+class NewestFirst(StrictCursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500

@@ -29,7 +29,7 @@ from accounts.models import (
     User,
 )
 from exchange.db import unique_row
-from exchange.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from exchange.errors import ApiKeyNotFound, Conflict, Forbidden, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def api_key_revoke(
     key that holds ``trade`` or ``withdraw`` needs them too."""
     api_key = ApiKey.objects.select_for_update().filter(user=user, id=key_id).first()
     if api_key is None:
-        raise NotFound("No such API key.")
+        raise ApiKeyNotFound("No such API key.", details={"key_id": key_id})
     if revoker_scopes is not None:
         missing = sorted((set(api_key.scopes) & set(GUARDED_SCOPES)) - set(revoker_scopes))
         if missing:

@@ -27,7 +27,19 @@ _DRF_CODES = {
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+    return {"error": {"code": code, "message": message, "details": details_object(details)}}
+
+
+def details_object(details: Any) -> dict[str, Any]:
+    """``details`` is always an object: field → messages for a validation error; a bare list
+    of messages (an error of the whole body) goes under ``non_field_errors``, as DRF names it."""
+    if not details:
+        return {}
+    if isinstance(details, dict):
+        return dict(details)
+    if isinstance(details, list | tuple):
+        return {"non_field_errors": list(details)}
+    return {"non_field_errors": [details]}
 
 
 def _message_of(detail: Any) -> str:

@@ -40,8 +40,35 @@ class ValidationFailed(ExchangeError):
 
 
 class NotFound(ExchangeError):
+    """Nothing at this address. Each kind of thing has its own code (``market_not_found``, …)
+    so that a client can tell an unknown market from an unknown order without reading text."""
+
     code = "not_found"
     http_status = 404
+
+
+class MarketNotFound(NotFound):
+    code = "market_not_found"
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "key_not_found"
+
+
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
+
+
+class GenerationNotFound(NotFound):
+    code = "generation_not_found"
+
+
+class ReservationNotFound(NotFound):
+    code = "reservation_not_found"
 
 
 class Conflict(ExchangeError):

@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "exchange.error_views.ErrorPagesMiddleware",
+    "exchange.api_http.ApiHttpMiddleware",
 ]
 
 ROOT_URLCONF = "exchange.urls"

@@ -10,13 +10,14 @@ from django.conf import settings
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import HasScope
 from exchange.api_errors import error_body
+from exchange.api_inputs import UNKNOWN_FIELD, StrictSerializer, unknown_fields
+from exchange.api_paging import StrictCursorPagination
 from exchange.errors import ExchangeError, ValidationFailed
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get
@@ -99,7 +100,7 @@ def fill_json(trade: Trade, user_id: int) -> dict[str, Any]:
     }
 
 
-class OrderBodySerializer(serializers.Serializer):
+class OrderBodySerializer(StrictSerializer):
     market = serializers.CharField()
     side = serializers.ChoiceField(choices=["buy", "sell"])
     type = serializers.ChoiceField(choices=["limit", "market"], default="limit")
@@ -241,8 +242,7 @@ def order_with_fills_json(order: Order, trades: list[Trade] | None = None) -> di
     return data
 
 
-class IdCursor(CursorPagination):
-    ordering = "-id"
+class IdCursor(StrictCursorPagination):
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 500
@@ -320,6 +320,9 @@ def batch_parse(
     """A batch request's body: (a result per order, with the refused ones filled in; the
     accepted ones as (position, request)). Raises ``ValidationFailed`` for a bad envelope.
     ``markets``: markets already read (symbol → market), shared with the caller."""
+    unknown = unknown_fields(data, {"orders"})
+    if unknown:
+        raise ValidationFailed(f"{next(iter(unknown))}: {UNKNOWN_FIELD}", details=unknown)
     orders = data.get("orders") if isinstance(data, dict) else None
     if not isinstance(orders, list) or not orders:
         raise ValidationFailed('Send {"orders": [...]} with 1 to 50 orders.')
@@ -411,8 +414,7 @@ class CapacityApi(APIView):
 
     @extend_schema(request=dict, responses={201: dict})
     def post(self, request: Request) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
-        body = CapacityBodySerializer(data=data)
+        body = CapacityBodySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = body.validated_data
         listing = capacity.capacity_list(
@@ -425,7 +427,7 @@ class CapacityApi(APIView):
         return Response(capacity.listing_json(listing), status=status.HTTP_201_CREATED)
 
 
-class CapacityBodySerializer(serializers.Serializer):
+class CapacityBodySerializer(StrictSerializer):
     market = serializers.CharField()
     quantity = serializers.CharField(help_text="MTok")
     available_until = serializers.DateTimeField()

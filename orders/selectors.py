@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from exchange.db import unique_row
-from exchange.errors import NotFound
+from exchange.errors import OrderNotFound
 from exchange.markets.models import Market
 from orders.models import (
     CLOSED_STATUSES,
@@ -21,7 +21,7 @@ from orders.models import (
 def order_get(*, user: User, order_id: int) -> Order:
     order = unique_row(Order.objects.select_related("market").filter(user=user, id=order_id))
     if order is None:
-        raise NotFound(gettext_lazy("No such order."))
+        raise OrderNotFound(gettext_lazy("No such order."), details={"order_id": order_id})
     return order
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,12 +20,13 @@ from accounts.authentication import HasScope
 from accounts.funding import services
 from accounts.funding.models import Deposit, Withdrawal
 from accounts.funding.selectors import connected_account_get, deposit_list, withdrawal_list
+from exchange.api_inputs import StrictSerializer
+from exchange.api_paging import StrictCursorPagination
 from exchange.ledger.units import amount_display
 from exchange.markets.currencies import currency_choices
 
 
-class NewestFirst(CursorPagination):
-    ordering = "-id"
+class NewestFirst(StrictCursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
@@ -36,7 +36,7 @@ def _created_or_replayed(row: object) -> int:
     return status.HTTP_200_OK if getattr(row, "replayed", False) else status.HTTP_201_CREATED
 
 
-class FundingRequestSerializer(serializers.Serializer):
+class FundingRequestSerializer(StrictSerializer):
     currency = serializers.ChoiceField(choices=currency_choices())
     amount = serializers.RegexField(r"^\d{1,12}(\.\d{1,2})?$", help_text='e.g. "100.50"')
     client_request_id = serializers.CharField(

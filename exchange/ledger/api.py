@@ -9,12 +9,12 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import HasScope
+from exchange.api_paging import StrictCursorPagination
 from exchange.ledger.models import AssetKind, Posting, TransactionKind
 from exchange.ledger.selectors import AssetBalance, balance_list, posting_list, statement_rows
 from exchange.ledger.units import amount_display, is_currency
@@ -73,8 +73,7 @@ class LedgerFilterSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TransactionKind.choices, required=False)
 
 
-class NewestFirst(CursorPagination):
-    ordering = "-id"
+class NewestFirst(StrictCursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500

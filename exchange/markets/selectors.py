@@ -1,7 +1,7 @@
 from django.db.models import QuerySet
 
 from exchange.db import unique_row
-from exchange.errors import NotFound
+from exchange.errors import MarketNotFound
 from exchange.markets.models import Market
 
 
@@ -12,5 +12,5 @@ def market_list() -> QuerySet[Market]:
 def market_get(*, symbol: str) -> Market:
     market = unique_row(Market.objects.filter(symbol=symbol))
     if market is None:
-        raise NotFound(f"Unknown market {symbol!r}.")
+        raise MarketNotFound(f"Unknown market {symbol!r}.", details={"market": symbol})
     return market

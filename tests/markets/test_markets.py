@@ -78,7 +78,11 @@ def test_markets_api_lists_and_details() -> None:
     missing = client.get("/api/v1/markets/NOPE")
     assert missing.status_code == 404
     assert missing.json() == {
-        "error": {"code": "not_found", "message": "Unknown market 'NOPE'.", "details": {}}
+        "error": {
+            "code": "market_not_found",
+            "message": "Unknown market 'NOPE'.",
+            "details": {"market": "NOPE"},
+        }
     }
 
 

@@ -164,6 +164,8 @@ def test_replays_and_refusals_answer_as_through_django(app, bot, make_user) -> N
         order(quantity="100000"),  # more than the funds
         order(price="8.001"),  # off the tick
         {"side": "buy"},
+        order(timeInForce="IOC"),  # a misspelt field is refused, never ignored
+        order(time_in_force="IOC", clientOrderId="abc"),
     ]
     for body in cases:
         (status, _, answer), (d_status, _, d_answer) = both(app, "/api/v1/orders", body, key)
@@ -206,7 +208,12 @@ def test_batches_answer_as_through_django(app, bot) -> None:
     assert (status, d_status) == (200, 200)
     assert [r["status"] for r in fast["results"]] == [201, 400, 404, 201]
     same(fast, django)
-    for envelope in ({"orders": []}, {"orders": [order()] * 51}, [order()]):
+    for envelope in (
+        {"orders": []},
+        {"orders": [order()] * 51},
+        [order()],
+        {"orders": [order()], "atomic": True},
+    ):
         fast_answer, django_answer = both(app, "/api/v1/orders/batch", envelope, key)
         assert fast_answer[0] == django_answer[0] == 400
         assert fast_answer[2] == django_answer[2]
@@ -325,3 +332,47 @@ def test_the_worker_stops_when_idle() -> None:
     worker = IntakeWorker()
     worker.stop()
     assert not any(thread.is_alive() for thread in worker._threads)
+
+
+def test_an_unknown_field_is_refused_by_name_on_both_paths(app, bot) -> None:
+    """``timeInForce`` for ``time_in_force``: the bot asked for IOC, it must not get a resting
+    GTC order (issue 15, finding 3)."""
+    user, key = bot
+    body = order(timeInForce="IOC", clientOrderId="abc")
+    (status, _, fast), (d_status, _, django) = both(app, "/api/v1/orders", body, key)
+    assert (status, d_status) == (400, 400)
+    assert fast == django
+    assert fast["error"]["code"] == "invalid"
+    assert fast["error"]["details"] == {
+        "timeInForce": ["Unknown field."],
+        "clientOrderId": ["Unknown field."],
+    }
+    assert "timeInForce" in fast["error"]["message"]
+    batch = {"orders": [order(), order(timeInForce="IOC")]}
+    (status, _, fast), (d_status, _, django) = both(app, "/api/v1/orders/batch", batch, key)
+    assert (status, d_status) == (200, 200)
+    assert [r["status"] for r in fast["results"]] == [201, 400]
+    assert fast["results"][1] == django["results"][1]
+    assert fast["results"][1]["error"]["details"] == {"timeInForce": ["Unknown field."]}
+    assert Order.objects.filter(user=user).count() == 2  # the good one of each batch
+    status, _, answer = call(
+        app, "/api/v1/orders/batch", {"orders": [order()], "atomic": True}, key=key
+    )
+    assert (status, answer["error"]["details"]) == (400, {"atomic": ["Unknown field."]})
+    assert Order.objects.filter(user=user).count() == 2
+
+
+def test_a_chunked_body_is_read_not_taken_for_empty(app, bot) -> None:
+    """Without Content-Length (``Transfer-Encoding: chunked``) the fast path leaves the request
+    to Django, which reads the body it was sent."""
+    user, key = bot
+    status, _, answer = call(
+        app,
+        "/api/v1/orders",
+        order(client_order_id="chunked"),
+        key=key,
+        headers={"content-length": None, "transfer-encoding": "chunked"},
+    )
+    assert status == 201, answer
+    assert answer["client_order_id"] == "chunked"
+    assert Order.objects.filter(user=user).count() == 1

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import HasScope
 from accounts.models import Profile
+from exchange.api_inputs import StrictSerializer
 from exchange.delivery.endpoints import selectors, services
 from exchange.delivery.endpoints.models import Endpoint, EndpointEvent, HealthStatus
 from exchange.markets.selectors import market_get
@@ -66,7 +67,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class EndpointCreateSerializer(serializers.Serializer):
+class EndpointCreateSerializer(StrictSerializer):
     market = serializers.CharField(help_text="Market symbol, e.g. QWEN3.6-PLUS-OUT-CNY.")
     base_url = serializers.URLField(
         max_length=300, help_text="OpenAI-compatible base URL, e.g. https://api.example.com/v1."
@@ -87,7 +88,7 @@ class EndpointCreateSerializer(serializers.Serializer):
     )
 
 
-class EndpointUpdateSerializer(serializers.Serializer):
+class EndpointUpdateSerializer(StrictSerializer):
     base_url = serializers.URLField(max_length=300, required=False)
     api_key = serializers.CharField(
         write_only=True,

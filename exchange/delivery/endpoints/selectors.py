@@ -26,7 +26,7 @@ from accounts.models import Profile, User
 from exchange.delivery.endpoints.crypto import secret_decrypt
 from exchange.delivery.endpoints.errors import EndpointUnhealthy
 from exchange.delivery.endpoints.models import Endpoint, EndpointEvent, HealthStatus
-from exchange.errors import NotFound
+from exchange.errors import EndpointNotFound
 from exchange.markets.models import Market, TokenKind
 
 
@@ -180,7 +180,7 @@ def endpoint_get(*, user: User, endpoint_id: int) -> Endpoint:
         .first()
     )
     if endpoint is None:
-        raise NotFound(f"No endpoint {endpoint_id}.")
+        raise EndpointNotFound(f"No endpoint {endpoint_id}.", details={"endpoint_id": endpoint_id})
     return endpoint
 
 

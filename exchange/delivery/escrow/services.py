@@ -32,7 +32,13 @@ from exchange.delivery.escrow.grouping import GroupCommit
 from exchange.delivery.escrow.lots import escrow_slice
 from exchange.delivery.escrow.models import Lot, Reservation, ReservationPart, ReservationStatus
 from exchange.delivery.escrow.selectors import ModelPair
-from exchange.errors import Conflict, ExchangeError, InsufficientFunds, NotFound, ValidationFailed
+from exchange.errors import (
+    Conflict,
+    ExchangeError,
+    InsufficientFunds,
+    ReservationNotFound,
+    ValidationFailed,
+)
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
 from exchange.markets.models import Market
@@ -441,7 +447,7 @@ def _reservation_lock(reservation_id: int) -> Reservation:
         .first()
     )
     if reservation is None:
-        raise NotFound(f"Unknown reservation {reservation_id}.")
+        raise ReservationNotFound(f"Unknown reservation {reservation_id}.")
     return reservation
 
 
@@ -536,7 +542,7 @@ def _settles_process(requests: list[SettleRequest]) -> list[Any]:
             reservation_id = requests[number].reservation_id
             reservation = locked.get(reservation_id)
             if reservation is None:
-                outcomes[number] = NotFound(f"Unknown reservation {reservation_id}.")
+                outcomes[number] = ReservationNotFound(f"Unknown reservation {reservation_id}.")
             elif reservation.status == ReservationStatus.SETTLED:
                 outcomes[number] = _settlement_of(reservation)
             elif reservation.status != ReservationStatus.OPEN:

@@ -11,12 +11,12 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import HasScope, request_scopes
+from exchange.api_paging import StrictCursorPagination
 from exchange.delivery.gateway.models import Generation
 from exchange.delivery.gateway.selectors import generation_get, generation_list
 from exchange.ledger.units import amount_display
@@ -91,8 +91,7 @@ class GenerationQuerySerializer(serializers.Serializer):
     since = serializers.DateTimeField(required=False, help_text="Only those created from then.")
 
 
-class NewestFirst(CursorPagination):
-    ordering = "-id"
+class NewestFirst(StrictCursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500

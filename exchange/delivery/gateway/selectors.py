@@ -11,7 +11,7 @@ from accounts.models import ApiKey
 from exchange.delivery.escrow.selectors import model_pairs
 from exchange.delivery.escrow.services import holdings_get
 from exchange.delivery.gateway.models import Generation
-from exchange.errors import NotFound
+from exchange.errors import GenerationNotFound
 
 
 def models_available(*, user: Any, api_key: ApiKey | None) -> list[dict[str, Any]]:
@@ -67,5 +67,7 @@ def generation_get(*, user: Any, public_id: str) -> Generation:
     """Another user's generation is "not found", like a missing one."""
     generation = generation_list(user=user).filter(public_id=public_id).first()
     if generation is None:
-        raise NotFound(f"No generation {public_id}.")
+        raise GenerationNotFound(
+            f"No generation {public_id}.", details={"generation_id": public_id}
+        )
     return generation
