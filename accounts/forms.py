@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
@@ -25,6 +27,8 @@ class EmailAuthenticationForm(AuthenticationForm):
 
 
 class ProfileForm(forms.Form):
+    """The role is offered only to an approved provider; others apply (ProviderApplyForm)."""
+
     role = forms.ChoiceField(label=_("Role"), choices=Role.choices)
     display_name = forms.CharField(label=_("Display name"), required=False, max_length=80)
     regions = forms.MultipleChoiceField(
@@ -34,6 +38,28 @@ class ProfileForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     color_up_red = forms.BooleanField(label=_("Red for up, green for down"), required=False)
+
+    def __init__(self, *args: Any, approved_provider: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not approved_provider:
+            del self.fields["role"]
+
+
+class ProviderApplyForm(forms.Form):
+    role = forms.ChoiceField(
+        label=_("I want to"),
+        choices=[
+            (Role.PROVIDER.value, _("sell my token capacity (provider)")),
+            (Role.BOTH.value, _("both buy and sell")),
+        ],
+        initial=Role.BOTH,
+    )
+    message = forms.CharField(
+        label=_("About your capacity (models, regions, volume)"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
 
 
 class ApiKeyForm(forms.Form):

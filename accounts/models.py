@@ -87,6 +87,65 @@ class Profile(models.Model):
         return self.role in (Role.BUYER, Role.BOTH)
 
 
+class ApplicationStatus(models.TextChoices):
+    PENDING = "pending", _("Pending review")
+    APPROVED = "approved", _("Approved")
+    REJECTED = "rejected", _("Rejected")
+
+
+PROVIDER_ROLES = (Role.PROVIDER.value, Role.BOTH.value)
+
+
+class ProviderApplication(models.Model):
+    """A user's application to become a provider (``accounts.onboarding``).
+
+    Staff decide in the admin; an operator's ``create_user --role provider`` and the demo data
+    are granted at once (``decided_by`` empty, the reason says which). The newest application
+    of a user is its provider status: only an approved one lets the account list capacity.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="provider_applications")
+    role = models.CharField(
+        max_length=8,
+        choices=[(Role.PROVIDER.value, Role.PROVIDER.label), (Role.BOTH.value, Role.BOTH.label)],
+        help_text="The role asked for, given on approval.",
+    )
+    message = models.TextField(
+        blank=True, max_length=2000, help_text="What the applicant says about its capacity."
+    )
+    status = models.CharField(
+        max_length=8, choices=ApplicationStatus.choices, default=ApplicationStatus.PENDING
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField(blank=True, max_length=2000, help_text="Why, shown to the user.")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(status="pending"),
+                name="provider_application_one_pending",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending", decided_at__isnull=True)
+                | (~Q(status="pending") & Q(decided_at__isnull=False)),
+                name="provider_application_decided_when_not_pending",
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=PROVIDER_ROLES), name="provider_application_role_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "-id"], name="provider_application_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} {self.status}"
+
+
 class Scope(models.TextChoices):
     READ = "read", "Read"
     TRADE = "trade", "Trade"

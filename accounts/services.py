@@ -20,6 +20,7 @@ from accounts.audit import Actor, audit_record
 from accounts.models import (
     GUARDED_SCOPES,
     MAX_ACTIVE_API_KEYS,
+    PROVIDER_ROLES,
     REGION_CODES,
     SCOPE_CODES,
     ApiKey,
@@ -28,6 +29,7 @@ from accounts.models import (
     Role,
     User,
 )
+from accounts.onboarding import provider_apply, provider_grant
 from exchange.db import unique_row
 from exchange.errors import ApiKeyNotFound, Conflict, Forbidden, ValidationFailed
 
@@ -69,7 +71,11 @@ def user_create(
     role: str = Role.BUYER,
     display_name: str = "",
     regions: Iterable[str] = (),
+    provider_grant_reason: str | None = None,
 ) -> User:
+    """Create a user and its profile. A provider role is an application for staff to decide
+    (the profile stays a buyer's meanwhile), unless ``provider_grant_reason`` says why it is
+    granted at once (an operator's command, the demo data)."""
     email = (email or "").strip().lower()
     try:
         validate_email(email)
@@ -90,8 +96,13 @@ def user_create(
     except IntegrityError as error:
         raise Conflict("A user with this email already exists.") from error
     Profile.objects.create(
-        user=user, role=role, display_name=display_name, regions=_parse_regions(regions)
+        user=user, role=Role.BUYER, display_name=display_name, regions=_parse_regions(regions)
     )
+    if role in PROVIDER_ROLES:
+        if provider_grant_reason:
+            provider_grant(user=user, role=role, reason=provider_grant_reason)
+        else:
+            provider_apply(user=user, role=role)
     return user
 
 
@@ -103,18 +114,29 @@ def profile_update(
     regions: Iterable[str] | None = None,
     color_up_red: bool | None = None,
 ) -> Profile:
-    profile, _ = Profile.objects.get_or_create(user=user)
+    """Update the profile. A provider role is applied for (``provider_apply``: given at once
+    only to an approved provider); the buyer role is taken at once."""
     if role is not None:
         if role not in Role.values:
             raise ValidationFailed(f"Unknown role {role!r}.")
+        if role in PROVIDER_ROLES:
+            provider_apply(user=user, role=role)
+    profile, _ = Profile.objects.get_or_create(user=user)
+    changed = []  # only these: the role is the onboarding's, which may decide meanwhile
+    if role == Role.BUYER:
         profile.role = role
+        changed.append("role")
     if display_name is not None:
         profile.display_name = display_name.strip()[:80]
+        changed.append("display_name")
     if regions is not None:
         profile.regions = _parse_regions(regions)
+        changed.append("regions")
     if color_up_red is not None:
         profile.color_up_red = color_up_red
-    profile.save()
+        changed.append("color_up_red")
+    if changed:
+        profile.save(update_fields=changed)
     return profile
 
 

@@ -6,8 +6,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.audit import actor_from_request, audit_list
-from accounts.forms import ApiKeyForm, ProfileForm
-from accounts.models import Profile
+from accounts.forms import ApiKeyForm, ProfileForm, ProviderApplyForm
+from accounts.models import ApplicationStatus, Profile
+from accounts.onboarding import provider_application_current, provider_apply
 from accounts.selectors import api_key_list
 from accounts.services import LIMIT_FIELDS, api_key_create, api_key_revoke, profile_update
 from exchange.errors import ExchangeError
@@ -16,8 +17,11 @@ from exchange.errors import ExchangeError
 @login_required
 def profile(request: HttpRequest) -> HttpResponse:
     current, _created = Profile.objects.get_or_create(user=request.user)
+    application = provider_application_current(user=request.user)
+    approved = application is not None and application.status == ApplicationStatus.APPROVED
     form = ProfileForm(
         request.POST or None,
+        approved_provider=approved,
         initial={
             "role": current.role,
             "display_name": current.display_name,
@@ -33,7 +37,36 @@ def profile(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Profile saved."))
             return redirect("accounts:profile")
-    return render(request, "accounts/profile.html", {"form": form, "profile": current})
+    return render(
+        request,
+        "accounts/profile.html",
+        {
+            "form": form,
+            "profile": current,
+            "application": application,
+            "apply_form": None if approved else ProviderApplyForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def provider_apply_view(request: HttpRequest) -> HttpResponse:
+    form = ProviderApplyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+        return redirect("accounts:profile")
+    try:
+        provider_apply(
+            user=request.user,
+            role=form.cleaned_data["role"],
+            message=form.cleaned_data["message"],
+        )
+    except ExchangeError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, _("Your application is sent; staff will review it."))
+    return redirect("accounts:profile")
 
 
 AUDIT_ON_PAGE = 20  # the newest; the rest through GET /api/v1/audit-log

@@ -19,9 +19,10 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from accounts.models import Profile, User
+from accounts.onboarding import provider_require_approved
 from exchange.delivery.endpoints.selectors import ask_check as endpoint_ask_check
 from exchange.delivery.escrow.selectors import lot_list
-from exchange.errors import ExchangeError, Forbidden, ValidationFailed
+from exchange.errors import ExchangeError, ValidationFailed
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
 from exchange.markets.currencies import TOKENS_PER_MTOK
@@ -40,12 +41,6 @@ from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price, uni
 logger = logging.getLogger(__name__)
 
 
-def _require_provider(user: User) -> None:
-    profile = Profile.objects.filter(user=user).first()
-    if profile is None or not profile.is_provider:
-        raise Forbidden(gettext_lazy("Only providers can list capacity."))
-
-
 def capacity_list(
     *,
     user: User,
@@ -54,7 +49,7 @@ def capacity_list(
     available_until: datetime,
     ask_price: str | None = None,
 ) -> CapacityListing:
-    _require_provider(user)
+    provider_require_approved(user=user)
     market_check_accepting(market)
     lots = quantity_to_lots(market, quantity)
     if available_until <= timezone.now():

@@ -90,8 +90,12 @@ def make_user(db: None) -> Callable[..., object]:
     counter = iter(range(1, 1_000_000))
 
     def make(email: str | None = None, role: str = "buyer", password: str = "a-Strong-pass-123"):
+        # Providers made here are approved (tests/accounts/test_onboarding.py: applications).
         return user_create(
-            email=email or f"user{next(counter)}@example.com", password=password, role=role
+            email=email or f"user{next(counter)}@example.com",
+            password=password,
+            role=role,
+            provider_grant_reason="Test fixture.",
         )
 
     return make

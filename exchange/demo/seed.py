@@ -76,7 +76,13 @@ def reference_price(market: Market) -> Decimal:
 def _user(spec: DemoUser, password: str | None = None) -> User:
     user = User.objects.filter(email=spec.email).first()
     if user is None:
-        user = user_create(email=spec.email, password=None, role=spec.role, display_name=spec.name)
+        user = user_create(
+            email=spec.email,
+            password=None,
+            role=spec.role,
+            display_name=spec.name,
+            provider_grant_reason="Demo data (demo_seed).",  # demo accounts only
+        )
         if password is not None:
             user.set_password(password)
             user.save(update_fields=["password"])

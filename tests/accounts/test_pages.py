@@ -23,7 +23,9 @@ def test_signup_creates_user_with_profile_and_logs_in(client: Client, settings) 
     )
     assert response.status_code == 302
     user = User.objects.get(email="alice@example.com")
-    assert user.profile.role == "provider"
+    # a provider role is an application for staff (tests/accounts/test_onboarding.py)
+    assert user.profile.role == "buyer"
+    assert user.provider_applications.get().status == "pending"
     assert user.profile.display_name == "Alice Compute"
     assert user.profile.regions == ["cn-east", "cn-north"]
     assert client.get(reverse("accounts:profile")).status_code == 200

@@ -26,6 +26,8 @@ class Command(BaseCommand):
                 role=options["role"],
                 display_name=options["display_name"],
                 regions=options["regions"].split(","),
+                # an operator runs this: a provider role needs no application
+                provider_grant_reason="Created by an operator (manage.py create_user).",
             )
         except ExchangeError as error:
             raise CommandError(error.message) from error

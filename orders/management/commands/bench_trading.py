@@ -58,7 +58,10 @@ def bench_users(count: int, market: Market) -> list[User]:
     for number in range(count):
         email = f"bench-{number}@example.com"
         user = User.objects.filter(email=email).first() or user_create(
-            email=email, password=None, role="both"
+            email=email,
+            password=None,
+            role="both",
+            provider_grant_reason="Benchmark account (bench_trading).",
         )
         stamp = time.time_ns()
         if balance_get(user=user, asset="CNY").available < 10**6 * 10**8:

@@ -280,7 +280,12 @@ def test_demo_bots_are_exempt_but_a_demo_domain_signup_is_not(make_user, market,
     from exchange.demo.seed import DEMO_DOMAIN
 
     settings.DEMO = False
-    bot = user_create(email=f"bot@{DEMO_DOMAIN}", password=None, role="provider")
+    bot = user_create(
+        email=f"bot@{DEMO_DOMAIN}",
+        password=None,
+        role="provider",
+        provider_grant_reason="Demo data (demo_seed).",
+    )
     list_with_ask(bot, market)  # seeded demo data: no password, nobody logs in as it
     impostor = make_user(email=f"me@{DEMO_DOMAIN}", role="provider")
     with pytest.raises(EndpointUnhealthy):

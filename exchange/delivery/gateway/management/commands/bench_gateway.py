@@ -57,7 +57,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 def _user(email: str, role: str) -> User:
     return User.objects.filter(email=email).first() or user_create(
-        email=email, password=None, role=role
+        email=email, password=None, role=role, provider_grant_reason="Benchmark (bench_gateway)."
     )
 
 
