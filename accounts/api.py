@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -93,7 +93,7 @@ class ApiKeyDetailApi(APIView):
     required_scope = "keys"
 
     @extend_schema(
-        responses=ApiKeySerializer,
+        responses={200: ApiKeySerializer},
         description="Revoke a key and the keys it created. With an API key, revoking a key "
         "that holds `trade` or `withdraw` needs those scopes too.",
     )
@@ -143,10 +143,6 @@ class AuditLogApi(APIView):
 
     @extend_schema(
         responses=AuditEventSerializer(many=True),
-        parameters=[
-            OpenApiParameter("cursor", str, description="From a previous page's next/previous."),
-            OpenApiParameter("page_size", int, description="Up to 500; default 50."),
-        ],
     )
     def get(self, request: Request) -> Response:
         paginator = NewestFirst()

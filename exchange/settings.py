@@ -208,7 +208,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "exchange.api_schema.ExchangeAutoSchema",
     "EXCEPTION_HANDLER": "exchange.api_errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -248,6 +248,12 @@ STRIPE_ENABLED = bool(STRIPE_SECRET_KEY)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        "SideEnum": "orders.models.Side",
+        "OrderTypeEnum": "orders.models.OrderType",
+        "TimeInForceEnum": "orders.models.TimeInForce",
+        "SelfTradePreventionEnum": "orders.models.SelfTrade",
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "ListingStatusEnum": "orders.models.ListingStatus",
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,11 +18,21 @@ from accounts.authentication import HasScope
 from exchange.api_errors import error_body
 from exchange.api_inputs import UNKNOWN_FIELD, StrictSerializer, unknown_fields
 from exchange.api_paging import StrictCursorPagination
+from exchange.api_schema import error_response
 from exchange.errors import ExchangeError, ValidationFailed
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get
 from orders import capacity
-from orders.models import Order, OrderStatus, Trade
+from orders.models import Order, OrderStatus, OrderType, SelfTrade, Side, TimeInForce, Trade
+from orders.schemas import (
+    PLACE_ERRORS,
+    BatchAnswerSerializer,
+    CancelAllAnswerSerializer,
+    CapacityListingSerializer,
+    FillSerializer,
+    OrderSerializer,
+    OrderWithFillsSerializer,
+)
 from orders.selectors import fill_list, order_get, order_list
 from orders.services import (
     OrderRequest,
@@ -102,18 +112,16 @@ def fill_json(trade: Trade, user_id: int) -> dict[str, Any]:
 
 class OrderBodySerializer(StrictSerializer):
     market = serializers.CharField()
-    side = serializers.ChoiceField(choices=["buy", "sell"])
-    type = serializers.ChoiceField(choices=["limit", "market"], default="limit")
+    side = serializers.ChoiceField(choices=Side.choices)
+    type = serializers.ChoiceField(choices=OrderType.choices, default="limit")
     price = serializers.CharField(required=False, allow_null=True, help_text="Quote per MTok.")
     quantity = serializers.CharField(help_text="MTok (1,000,000 tokens), a multiple of the lot.")
     time_in_force = serializers.ChoiceField(
-        choices=["GTC", "IOC", "FOK", "GTD"], required=False, allow_null=True
+        choices=TimeInForce.choices, required=False, allow_null=True
     )
     expire_time = serializers.DateTimeField(required=False, allow_null=True)
     post_only = serializers.BooleanField(default=False)
-    stp = serializers.ChoiceField(
-        choices=["cancel_oldest", "cancel_newest", "cancel_both"], required=False, allow_null=True
-    )
+    stp = serializers.ChoiceField(choices=SelfTrade.choices, required=False, allow_null=True)
     client_order_id = serializers.CharField(
         required=False, allow_null=True, max_length=64, min_length=1
     )
@@ -250,6 +258,7 @@ class IdCursor(StrictCursorPagination):
 
 class OrderListApi(APIView):
     permission_classes = [HasScope]
+    pagination_class = IdCursor  # what GET pages with (the document reads it)
     required_scopes = {"GET": "read", "POST": "trade", "DELETE": "trade"}
 
     @extend_schema(
@@ -258,7 +267,7 @@ class OrderListApi(APIView):
             OpenApiParameter("status", str, enum=["open", "closed", "all"]),
             OpenApiParameter("client_order_id", str),
         ],
-        responses={200: dict},
+        responses=OrderSerializer(many=True),
         operation_id="orders_list",
     )
     def get(self, request: Request) -> Response:
@@ -277,7 +286,15 @@ class OrderListApi(APIView):
         return paginator.get_paginated_response([order_json(o) for o in page])
 
     @extend_schema(
-        request=OrderBodySerializer, responses={201: dict, 200: dict}, operation_id="orders_place"
+        request=OrderBodySerializer,
+        responses={
+            201: OrderWithFillsSerializer,
+            200: OpenApiResponse(
+                OrderWithFillsSerializer, description="A replay of its client_order_id."
+            ),
+            **PLACE_ERRORS,
+        },
+        operation_id="orders_place",
     )
     def post(self, request: Request) -> Response:
         order, created = _place(request, request.data)
@@ -286,7 +303,7 @@ class OrderListApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("market", str)],
-        responses={200: dict},
+        responses={200: CancelAllAnswerSerializer},
         operation_id="orders_cancel_all",
     )
     def delete(self, request: Request) -> Response:
@@ -296,11 +313,19 @@ class OrderListApi(APIView):
         return Response({"cancel_requested": cancelled})
 
 
+class BatchBodySerializer(StrictSerializer):
+    orders = OrderBodySerializer(many=True, min_length=1, max_length=MAX_BATCH)
+
+
 class OrderBatchApi(APIView):
     permission_classes = [HasScope]
     required_scope = "trade"
 
-    @extend_schema(request=dict, responses={200: dict})
+    @extend_schema(
+        request=BatchBodySerializer,
+        responses={200: BatchAnswerSerializer, 503: PLACE_ERRORS[503]},
+        description="Up to 50 orders, each placed or refused on its own (see `results`).",
+    )
     def post(self, request: Request) -> Response:
         results, parsed = batch_parse(request.data)
         placed = order_place_many(user=request.user, requests=[r for _, r in parsed])
@@ -379,11 +404,17 @@ class OrderDetailApi(APIView):
     permission_classes = [HasScope]
     required_scopes = {"GET": "read", "DELETE": "trade"}
 
-    @extend_schema(responses={200: dict}, operation_id="order_get")
+    @extend_schema(responses=OrderWithFillsSerializer, operation_id="order_get")
     def get(self, request: Request, order_id: int) -> Response:
         return Response(order_with_fills_json(order_get(user=request.user, order_id=order_id)))
 
-    @extend_schema(responses={200: dict}, operation_id="order_cancel")
+    @extend_schema(
+        responses={
+            200: OrderSerializer,
+            409: error_response("`order_not_open`: filled, cancelled or rejected already."),
+        },
+        operation_id="order_cancel",
+    )
     def delete(self, request: Request, order_id: int) -> Response:
         order = order_cancel(user=request.user, order_id=order_id)
         order.refresh_from_db()
@@ -393,9 +424,12 @@ class OrderDetailApi(APIView):
 
 class FillListApi(APIView):
     permission_classes = [HasScope]
+    pagination_class = IdCursor
     required_scope = "read"
 
-    @extend_schema(parameters=[OpenApiParameter("market", str)], responses={200: dict})
+    @extend_schema(
+        parameters=[OpenApiParameter("market", str)], responses=FillSerializer(many=True)
+    )
     def get(self, request: Request) -> Response:
         symbol = request.query_params.get("market")
         fills = fill_list(user=request.user, market=market_get(symbol=symbol) if symbol else None)
@@ -404,15 +438,29 @@ class FillListApi(APIView):
         return paginator.get_paginated_response([fill_json(t, request.user.id) for t in page])
 
 
+class CapacityBodySerializer(StrictSerializer):
+    market = serializers.CharField()
+    quantity = serializers.CharField(help_text="MTok")
+    available_until = serializers.DateTimeField()
+    ask_price = serializers.CharField(required=False, allow_null=True)
+
+
 class CapacityApi(APIView):
     permission_classes = [HasScope]
     required_scopes = {"GET": "read", "POST": "trade"}
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: CapacityListingSerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response(capacity.listing_list_json(user=request.user))
 
-    @extend_schema(request=dict, responses={201: dict})
+    @extend_schema(
+        request=CapacityBodySerializer,
+        responses={
+            201: CapacityListingSerializer,
+            409: PLACE_ERRORS[409],
+            422: PLACE_ERRORS[422],
+        },
+    )
     def post(self, request: Request) -> Response:
         body = CapacityBodySerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -425,13 +473,6 @@ class CapacityApi(APIView):
             ask_price=values.get("ask_price"),
         )
         return Response(capacity.listing_json(listing), status=status.HTTP_201_CREATED)
-
-
-class CapacityBodySerializer(StrictSerializer):
-    market = serializers.CharField()
-    quantity = serializers.CharField(help_text="MTok")
-    available_until = serializers.DateTimeField()
-    ask_price = serializers.CharField(required=False, allow_null=True)
 
 
 class AllocationSerializer(serializers.Serializer):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,6 +22,7 @@ from accounts.funding.models import Deposit, Withdrawal
 from accounts.funding.selectors import connected_account_get, deposit_list, withdrawal_list
 from exchange.api_inputs import StrictSerializer
 from exchange.api_paging import StrictCursorPagination
+from exchange.api_schema import error_response
 from exchange.ledger.units import amount_display
 from exchange.markets.currencies import currency_choices
 
@@ -87,8 +88,16 @@ class WithdrawalSerializer(serializers.Serializer):
         return amount_display(withdrawal.currency, withdrawal.amount)
 
 
+REPLAYED = "A replay of its client_request_id: the first request, nothing new."
+FUNDING_ERRORS = {
+    502: error_response("`payment_provider_error`: Stripe refused or could not be reached."),
+    503: error_response("`funding_disabled`: Stripe is not configured on this exchange."),
+}
+
+
 class _ListCreate(APIView):
     permission_classes = [HasScope]
+    pagination_class = NewestFirst  # what GET pages with (the document reads it)
     serializer_class: Any = None
 
     def _page(self, request: Request, rows: Any) -> Response:
@@ -107,7 +116,11 @@ class DepositListApi(_ListCreate):
 
     @extend_schema(
         request=FundingRequestSerializer,
-        responses={201: DepositSerializer},
+        responses={
+            201: DepositSerializer,
+            200: OpenApiResponse(DepositSerializer, description=REPLAYED),
+            **FUNDING_ERRORS,
+        },
         description="Start a deposit: returns the Stripe Checkout URL to pay at (`checkout_url`).",
     )
     def post(self, request: Request) -> Response:
@@ -139,7 +152,16 @@ class WithdrawalListApi(_ListCreate):
 
     @extend_schema(
         request=FundingRequestSerializer,
-        responses={201: WithdrawalSerializer},
+        responses={
+            201: WithdrawalSerializer,
+            200: OpenApiResponse(WithdrawalSerializer, description=REPLAYED),
+            **FUNDING_ERRORS,
+            409: error_response(
+                "`payout_account_not_ready` (no connected account that can receive transfers) "
+                "or `idempotency_conflict` (client_request_id used with another body)."
+            ),
+            422: error_response("`insufficient_funds` or `withdrawal_limit_exceeded`."),
+        },
         description="Withdraw available currency to your connected Stripe account (held now, "
         "transferred by a background job).",
     )
@@ -160,13 +182,23 @@ class WithdrawalListApi(_ListCreate):
         return Response(WithdrawalSerializer(withdrawal).data, status=code)
 
 
+class PayoutAccountSerializer(serializers.Serializer):
+    connected = serializers.BooleanField()
+    details_submitted = serializers.BooleanField(required=False, help_text="When connected.")
+    payouts_enabled = serializers.BooleanField()
+
+
+class OnboardingLinkSerializer(serializers.Serializer):
+    onboarding_url = serializers.URLField(help_text="Stripe Express onboarding, valid briefly.")
+
+
 class PayoutAccountApi(APIView):
     """The caller's connected Stripe account; POST returns a fresh Express onboarding link."""
 
     permission_classes = [HasScope]
     required_scopes = {"GET": "read", "POST": "withdraw"}
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(request=None, responses=PayoutAccountSerializer)
     def get(self, request: Request) -> Response:
         account = connected_account_get(user=request.user)
         if account is None:
@@ -179,7 +211,10 @@ class PayoutAccountApi(APIView):
             }
         )
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request=None,
+        responses={200: OnboardingLinkSerializer, **FUNDING_ERRORS},
+    )
     def post(self, request: Request) -> Response:
         services.funding_require_enabled()
         return_url = request.build_absolute_uri(reverse("funding:connect_return"))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import HasScope
 from exchange.api_paging import StrictCursorPagination
+from exchange.api_schema import decimal_string
 from exchange.ledger.models import AssetKind, Posting, TransactionKind
 from exchange.ledger.selectors import AssetBalance, balance_list, posting_list, statement_rows
 from exchange.ledger.units import amount_display, is_currency
@@ -39,6 +40,26 @@ def _balance_data(balance: AssetBalance) -> dict[str, Any]:
     return data
 
 
+class TokenAmountsSerializer(serializers.Serializer):
+    available = serializers.IntegerField()
+    held = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class BalanceSerializer(serializers.Serializer):
+    asset = serializers.CharField(help_text="A currency code, or a token asset.")
+    kind = serializers.ChoiceField(choices=AssetKind.choices)
+    unit = serializers.CharField(help_text="The currency, or MTok for a token asset.")
+    available = decimal_string()
+    held = decimal_string("Reserved by open orders and pending withdrawals.")
+    total = decimal_string()
+    tokens = TokenAmountsSerializer(required=False, help_text="Token assets: whole tokens.")
+
+
+class BalancesSerializer(serializers.Serializer):
+    balances = BalanceSerializer(many=True)
+
+
 class BalanceListApi(APIView):
     permission_classes = [HasScope]
     required_scope = "read"
@@ -48,7 +69,7 @@ class BalanceListApi(APIView):
             "Per asset: available, held and total as decimal strings — currency units for "
             "currencies, MTok for token assets (which also give integer `tokens`)."
         ),
-        responses={200: dict},
+        responses=BalancesSerializer,
     )
     def get(self, request: Request) -> Response:
         return Response({"balances": [_balance_data(b) for b in balance_list(user=request.user)]})
@@ -62,7 +83,7 @@ class PostingSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(source="transaction.created_at")
     asset = serializers.CharField(source="asset_id")
     bucket = serializers.CharField()
-    amount = serializers.SerializerMethodField()
+    amount = serializers.SerializerMethodField(help_text="A decimal string; negative: a debit.")
 
     def get_amount(self, posting: Posting) -> str:
         return amount_display(posting.asset_id, posting.amount)
@@ -82,6 +103,7 @@ class NewestFirst(StrictCursorPagination):
 class LedgerListApi(APIView):
     permission_classes = [HasScope]
     required_scope = "read"
+    pagination_class = NewestFirst  # what GET pages with (the document reads it)
 
     @extend_schema(parameters=[LedgerFilterSerializer], responses=PostingSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -94,8 +116,8 @@ class LedgerListApi(APIView):
 
 
 class StatementQuerySerializer(serializers.Serializer):
-    start = serializers.DateField()
-    end = serializers.DateField()
+    start = serializers.DateField(help_text="YYYY-MM-DD, inclusive (UTC).")
+    end = serializers.DateField(help_text="YYYY-MM-DD, inclusive (UTC).")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["end"] < attrs["start"]:
@@ -132,10 +154,7 @@ class StatementCsvApi(APIView):
         return super().perform_content_negotiation(request, force=True)
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("start", str, description="YYYY-MM-DD, inclusive (UTC)."),
-            OpenApiParameter("end", str, description="YYYY-MM-DD, inclusive (UTC)."),
-        ],
+        parameters=[StatementQuerySerializer],
         responses={(200, "text/csv"): str},
     )
     def get(self, request: Request) -> StreamingHttpResponse:

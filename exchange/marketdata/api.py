@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from exchange.errors import ValidationFailed
 from exchange.marketdata.models import INTERVALS
+from exchange.marketdata.schemas import BookSerializer, TickerSerializer
 from exchange.marketdata.selectors import book_public, candles_list, ticker_get, trades_recent
 from exchange.markets.selectors import market_get
 
@@ -50,13 +51,22 @@ class PublicApi(APIView):
 
 
 class TickerApi(PublicApi):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=TickerSerializer)
     def get(self, request: Request, symbol: str) -> Response:
         return Response(ticker_get(market=market_get(symbol=symbol)))
 
 
 class BookApi(PublicApi):
-    @extend_schema(parameters=[OpenApiParameter("depth", int)], responses={200: dict})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "depth",
+                {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                description="Levels per side.",
+            )
+        ],
+        responses=BookSerializer,
+    )
     def get(self, request: Request, symbol: str) -> Response:
         depth = _int_param(request, "depth", 50, 1, 100)
         return Response(book_public(market=market_get(symbol=symbol), depth=depth))

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope
 from accounts.models import Profile
 from exchange.api_inputs import StrictSerializer
+from exchange.api_schema import ErrorSerializer
 from exchange.delivery.endpoints import selectors, services
 from exchange.delivery.endpoints.models import Endpoint, EndpointEvent, HealthStatus
 from exchange.markets.selectors import market_get
@@ -123,19 +124,7 @@ class EndpointEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-_ERROR = inline_serializer(
-    name="EndpointError",
-    fields={
-        "error": inline_serializer(
-            name="EndpointErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "details": serializers.DictField(),
-            },
-        )
-    },
-)
+_ERROR = ErrorSerializer  # the API's one error shape
 _WRITE_ERRORS = {
     400: OpenApiResponse(_ERROR, description="Invalid body (in production base_url is https)."),
     403: OpenApiResponse(_ERROR, description="Not a provider, or the key lacks `trade`."),

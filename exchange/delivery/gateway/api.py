@@ -107,6 +107,7 @@ def _generations(request: Request) -> Any:
 
 class GenerationListApi(APIView):
     permission_classes = [ReadsGenerations]
+    pagination_class = NewestFirst  # what GET pages with (the document reads it)
 
     @extend_schema(
         parameters=[GenerationQuerySerializer], responses=GenerationSerializer(many=True)
