@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -12,9 +10,22 @@ from rest_framework.views import APIView
 
 from exchange.errors import ValidationFailed
 from exchange.marketdata.models import INTERVALS
-from exchange.marketdata.schemas import BookSerializer, TickerSerializer
-from exchange.marketdata.selectors import book_public, candles_list, ticker_get, trades_recent
+from exchange.marketdata.schemas import (
+    BookSerializer,
+    CandleSerializer,
+    PublicTradeSerializer,
+    TickerSerializer,
+)
+from exchange.marketdata.selectors import (
+    book_public,
+    candles_public,
+    candles_query,
+    ticker_get,
+    trades_public,
+    trades_query,
+)
 from exchange.markets.selectors import market_get
+from exchange.paging import HistoryCursor
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -28,21 +39,6 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ValidationFailed(f"{name} must be between {low} and {high}.")
     return value
-
-
-def _time_param(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.isdigit():
-        return int(raw)
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as error:
-        raise ValidationFailed(f"{name} must be unix seconds or an ISO 8601 time.") from error
-    if moment.tzinfo is None:
-        raise ValidationFailed(f"{name} needs a timezone (e.g. Z).")
-    return int(moment.timestamp())
 
 
 class PublicApi(APIView):
@@ -73,32 +69,32 @@ class BookApi(PublicApi):
 
 
 class TradesApi(PublicApi):
-    @extend_schema(parameters=[OpenApiParameter("limit", int)], responses={200: dict})
+    pagination_class = HistoryCursor  # what GET pages with (the document reads it)
+
+    @extend_schema(responses=PublicTradeSerializer(many=True))
     def get(self, request: Request, symbol: str) -> Response:
-        limit = _int_param(request, "limit", 100, 1, 1000)
-        return Response(trades_recent(market=market_get(symbol=symbol), limit=limit))
+        market = market_get(symbol=symbol)
+        paginator = HistoryCursor()
+        page = paginator.paginate_queryset(trades_query(market=market), request, view=self)
+        return paginator.get_paginated_response(trades_public(market, page))
 
 
 class CandlesApi(PublicApi):
+    pagination_class = HistoryCursor
+
     @extend_schema(
         parameters=[
             OpenApiParameter("interval", str, enum=list(INTERVALS)),
-            OpenApiParameter("start", str),
-            OpenApiParameter("end", str),
-            OpenApiParameter("limit", int),
         ],
-        responses={200: dict},
+        description="`since`/`until` select by the start of the candle's period.",
+        responses=CandleSerializer(many=True),
     )
     def get(self, request: Request, symbol: str) -> Response:
         market = market_get(symbol=symbol)
         interval = request.query_params.get("interval", "1m")
         if interval not in INTERVALS:
             raise ValidationFailed(f"interval must be one of {', '.join(INTERVALS)}.")
-        candles = candles_list(
-            market=market,
-            interval=interval,
-            start=_time_param(request, "start"),
-            end=_time_param(request, "end"),
-            limit=_int_param(request, "limit", 500, 1, 1500),
-        )
-        return Response({"market": market.symbol, "interval": interval, "candles": candles})
+        paginator = HistoryCursor(position_field="start", time_field="start", time_in_seconds=True)
+        candles = candles_query(market=market, interval=interval)
+        page = paginator.paginate_queryset(candles, request, view=self)
+        return paginator.get_paginated_response(candles_public(market, page))

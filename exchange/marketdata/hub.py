@@ -31,7 +31,7 @@ from django.conf import settings
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from exchange.marketdata.publisher import market_group
-from exchange.marketdata.selectors import candle_public, ticker_get, trade_public
+from exchange.marketdata.selectors import book_time, candle_public, ticker_get, trade_public
 from exchange.markets.models import Market
 from orders.units import lots_to_quantity, ticks_to_price
 
@@ -109,7 +109,8 @@ def batch_render(market: Market, event: dict[str, Any]) -> RenderedBatch:
         book_frame = dumps(
             {"channel": "book", "type": "update", "market": market.symbol, "seq": book["seq"],
              "bids": levels_public(market, book["bids"]),
-             "asks": levels_public(market, book["asks"]), "checksum": book["checksum"]}
+             "asks": levels_public(market, book["asks"]), "checksum": book["checksum"],
+             "time": book_time(book)}
         )  # fmt: skip
     if trades:
         trades_frame = dumps(

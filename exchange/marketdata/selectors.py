@@ -7,13 +7,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Max, Min, Sum
+from django.db.models import Max, Min, QuerySet, Sum
 
 from exchange.marketdata.book_feed import SNAPSHOT_DEPTH
 from exchange.marketdata.checksum import book_checksum
 from exchange.marketdata.models import INTERVALS, Candle
 from exchange.marketdata.state import book_key, book_state_load, ticker_key
 from exchange.markets.models import Market
+from exchange.times import ms_text, seconds_text, time_ms
 from orders.models import MarketEngineState, Order, Trade
 from orders.units import lots_to_quantity, ticks_to_price, units_to_amount
 
@@ -40,11 +41,14 @@ def book_state_get(*, market: Market) -> dict[str, Any]:
             level[1] += quantity - filled
             level[2] += 1
         sides[side] = list(levels.values())[:SNAPSHOT_DEPTH]
+    # the runner's last batch: at or after the book's last change (the cache held the exact one)
+    changed = engine.updated_at if engine else None
     state = {
         "seq": engine.book_seq if engine else 0,
         "bids": sides["buy"],
         "asks": sides["sell"],
         "checksum": book_checksum(sides["buy"], sides["sell"]),
+        "time": time_ms(changed) if changed else None,
     }
     # add, not set: never overwrite a newer state the runner stored meanwhile
     cache.add(book_key(market.id), state, timeout=None)
@@ -57,6 +61,7 @@ def book_public(*, market: Market, depth: int) -> dict[str, Any]:
         "market": market.symbol,
         "seq": state["seq"],
         "checksum": state["checksum"],
+        "time": book_time(state),
         "bids": [
             [ticks_to_price(market, p), lots_to_quantity(market, q), n]
             for p, q, n in state["bids"][:depth]
@@ -68,13 +73,20 @@ def book_public(*, market: Market, depth: int) -> dict[str, Any]:
     }
 
 
+def book_time(state: dict[str, Any]) -> str | None:
+    """The time of the book's last change (None: it never changed since the exchange began)."""
+    moment = state.get("time")
+    return ms_text(moment) if moment is not None else None
+
+
 def ticker_get(*, market: Market) -> dict[str, Any]:
     """Last price, best bid/ask and 24h statistics (from 1m candles), cached for a second."""
     key = ticker_key(market.id)
     cached = cache.get(key)
     if cached is not None:
         return cached
-    now = int(time.time())
+    now_ms = time.time_ns() // 1_000_000
+    now = now_ms // 1000
     since = now - 86400
     candles = Candle.objects.filter(market=market, interval="1m", start__gt=since - 60)
     stats = candles.aggregate(
@@ -111,7 +123,7 @@ def ticker_get(*, market: Market) -> dict[str, Any]:
         "quote_volume_24h": units_to_amount(market, stats["quote_volume"] or 0),
         "trades_24h": stats["trades"] or 0,
         "change_24h_percent": change,
-        "time": now,
+        "time": ms_text(now_ms),
     }
     cache.set(key, ticker, timeout=1)
     return ticker
@@ -123,26 +135,44 @@ def trade_public(market: Market, trade_id: int, ticks: int, lots: int, side: str
         "price": ticks_to_price(market, ticks),
         "quantity": lots_to_quantity(market, lots),
         "taker_side": side,
-        "time": ms,
+        "time": ms_text(ms),
     }
 
 
-def trades_recent(*, market: Market, limit: int) -> list[dict[str, Any]]:
-    rows = (
-        Trade.objects.filter(market=market)
-        .order_by("-id")
-        .values_list("id", "price_ticks", "quantity_lots", "taker_side", "created_at")[:limit]
-    )
+TRADE_FIELDS = ("id", "price_ticks", "quantity_lots", "taker_side", "created_at")
+
+
+def trades_query(*, market: Market) -> QuerySet[Trade]:
+    """The market's trades as rows of ``TRADE_FIELDS`` (page them with ``trades_public``)."""
+    return Trade.objects.filter(market=market).values(*TRADE_FIELDS)  # type: ignore[return-value]
+
+
+def trades_public(market: Market, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        trade_public(market, i, p, q, s, int(created.timestamp() * 1000))
-        for i, p, q, s, created in rows
-    ]
+        trade_public(
+            market, row["id"], row["price_ticks"], row["quantity_lots"], row["taker_side"],
+            time_ms(row["created_at"]),
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
+def trades_recent(*, market: Market, limit: int) -> list[dict[str, Any]]:
+    """The latest ``limit`` trades, newest first."""
+    return trades_public(market, list(trades_query(market=market).order_by("-id")[:limit]))
+
+
+CANDLE_FIELDS = (
+    "start", "open_ticks", "high_ticks", "low_ticks", "close_ticks", "volume_lots",
+    "quote_volume", "trade_count",
+)  # fmt: skip
 
 
 def candle_public(market: Market, values: list[int]) -> dict[str, Any]:
+    """``values`` as ``CANDLE_FIELDS``; ``time`` is the start of the candle's period."""
     start, opening, high, low, close, volume, quote_volume, count = values
     return {
-        "start": start,
+        "time": seconds_text(start),
         "open": ticks_to_price(market, opening),
         "high": ticks_to_price(market, high),
         "low": ticks_to_price(market, low),
@@ -153,19 +183,25 @@ def candle_public(market: Market, values: list[int]) -> dict[str, Any]:
     }
 
 
-def candles_list(
-    *, market: Market, interval: str, start: int | None, end: int | None, limit: int
-) -> list[dict[str, Any]]:
-    candles = Candle.objects.filter(market=market, interval=interval)
-    if start is not None:
-        candles = candles.filter(start__gte=start)
-    if end is not None:
-        candles = candles.filter(start__lte=end)
-    rows = candles.order_by("-start").values_list(
-        "start", "open_ticks", "high_ticks", "low_ticks", "close_ticks", "volume_lots",
-        "quote_volume", "trade_count",
-    )[:limit]  # fmt: skip
-    return [candle_public(market, list(row)) for row in reversed(rows)]
+def candles_query(*, market: Market, interval: str) -> QuerySet[Candle]:
+    """The market's candles of ``interval`` as rows of ``CANDLE_FIELDS``."""
+    return Candle.objects.filter(market=market, interval=interval).values(*CANDLE_FIELDS)  # type: ignore[return-value]
+
+
+def candles_public(market: Market, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [candle_public(market, [row[name] for name in CANDLE_FIELDS]) for row in rows]
+
+
+def candle_latest(*, market: Market, interval: str) -> dict[str, Any] | None:
+    """The newest candle of ``interval`` (the one still open, if trades came in its period)."""
+    rows = list(candles_query(market=market, interval=interval).order_by("-start")[:1])
+    return candles_public(market, rows)[0] if rows else None
+
+
+def candles_list(*, market: Market, interval: str, limit: int, **_: Any) -> list[dict[str, Any]]:
+    """The latest ``limit`` candles, oldest first (to go: the consumer reads ``candle_latest``)."""
+    rows = list(candles_query(market=market, interval=interval).order_by("-start")[:limit])
+    return candles_public(market, rows[::-1])
 
 
 def interval_valid(interval: str) -> bool:

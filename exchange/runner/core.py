@@ -45,6 +45,7 @@ from exchange.marketdata.state import (
 from exchange.markets.models import Market, MarketStatus
 from exchange.runner.progress import progress_announce
 from exchange.runner.sql import rows_insert, rows_update
+from exchange.times import time_ms
 from orders.models import (
     CommandKind,
     MarketEngineState,
@@ -193,6 +194,7 @@ class MarketRunner:
         self.feed = FeedBuffer()
         self.feed_seq = 0
         self.feed_published = float("-inf")  # time.monotonic() of the last publication
+        self.book_time: int | None = None  # the book's last change, ms since the epoch
 
     # -- rebuild --------------------------------------------------------------------------------
     def rebuild(self) -> None:
@@ -228,7 +230,16 @@ class MarketRunner:
             logger.warning("could not read the published book of %s", self.market.symbol)
             published = None
         self.feed_seq = state.book_seq
-        if published != snapshot:
+        same = published is not None and all(
+            published.get(name) == value for name, value in snapshot.items() if name != "time"
+        )
+        # the time of the last change: as published, or else the last batch's (no earlier)
+        self.book_time = (
+            published.get("time")
+            if same and published is not None
+            else (time_ms(state.updated_at) if state.updated_at else None)
+        )
+        if not same:
             # Subscribers hold a book this runner never saw (changes that died unpublished with
             # a previous runner): skip one seq so that they all resync, and store a snapshot
             # under the new seq once this transaction commits.
@@ -346,20 +357,20 @@ class MarketRunner:
                 state.book_seq = self.feed_seq + 1
             self._write(effects, state, seq, commands, now)
             self.seq = seq
-            moment = int(now.timestamp() * 1000)
+            moment = time_ms(now)
             trades = [
                 [trade_id, t.price_ticks, t.quantity_lots, t.taker_side, moment]
                 for trade_id, t in zip(effects.trade_ids, effects.trades, strict=True)
             ]
             candles = effects.candles
-            user_messages = self._user_messages(effects)
+            user_messages = self._user_messages(effects, moment)
             market_id = self.market.id
 
             def after_commit() -> None:
                 # Each step on its own: a cache outage must not cost the waiting requests
                 # their wake-up nor the users their private updates.
                 try:
-                    self._feed_add(changed_bids, changed_asks, trades, candles)
+                    self._feed_add(changed_bids, changed_asks, trades, candles, moment=moment)
                 except Exception:
                     logger.exception("public data of %s not stored", self.market.symbol)
                 # after the REST state: what woken requests read next must be current
@@ -630,8 +641,13 @@ class MarketRunner:
         asks: set[int],
         trades: list[list[Any]],
         candles: dict[str, list[int]],
+        *,
+        moment: int | None = None,
     ) -> None:
-        """A committed batch's public changes join the buffer (published now if due)."""
+        """A committed batch's public changes join the buffer (published now if due).
+        ``moment``: the batch's time (milliseconds since the epoch)."""
+        if (bids or asks) and moment is not None:
+            self.book_time = moment
         held = self.feed.candles
         if any(interval in held and held[interval][0] != v[0] for interval, v in candles.items()):
             # a new candle period began: the closed candle's final state goes out first
@@ -651,7 +667,7 @@ class MarketRunner:
         """What REST and websocket snapshots read: the book under the last published seq (if
         it changed), and a ticker to recompute."""
         if book and self.book is not None:
-            state = book_snapshot_build(self.book, self.feed_seq)
+            state = book_snapshot_build(self.book, self.feed_seq, self.book_time)
             book_state_store(market_id=self.market.id, state=state)
         ticker_forget(market_id=self.market.id)
 
@@ -674,7 +690,9 @@ class MarketRunner:
         book_update = None
         if feed.bids or feed.asks:
             self.feed_seq += 1
-            book_update = book_update_build(book, feed.bids, feed.asks, self.feed_seq)
+            book_update = book_update_build(
+                book, feed.bids, feed.asks, self.feed_seq, self.book_time
+            )
         best_bid, best_ask = book.best_bid(), book.best_ask()
         publish_batch(
             market_id=market_id,
@@ -697,7 +715,8 @@ class MarketRunner:
             logger.exception("book state of %s not stored", self.market.symbol)
         return True
 
-    def _user_messages(self, effects: BatchEffects) -> dict[int, list[dict[str, Any]]]:
+    def _user_messages(self, effects: BatchEffects, moment: int) -> dict[int, list[dict[str, Any]]]:
+        """Each user's order updates and fills of the batch (``moment``: its time in ms)."""
         symbol = self.market.symbol
         messages: dict[int, list[dict[str, Any]]] = {}
         for order in effects.touched.values():
@@ -709,6 +728,7 @@ class MarketRunner:
                     "status": order.status,
                     "filled_lots": order.filled_lots,
                     "cancel_reason": order.cancel_reason or None,
+                    "time": moment,
                 }
             )
         for trade_id, trade in zip(effects.trade_ids, effects.trades, strict=True):
@@ -722,6 +742,7 @@ class MarketRunner:
                         "price_ticks": trade.price_ticks,
                         "quantity_lots": trade.quantity_lots,
                         "liquidity": "taker" if trade.taker_side == side else "maker",
+                        "time": moment,
                     }
                 )
         return messages

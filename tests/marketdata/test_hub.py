@@ -99,7 +99,7 @@ def test_one_layer_message_reaches_every_local_connection_rendered_once(layer, m
         assert trades == {
             "channel": "trades", "market": SYMBOL,
             "trades": [{"id": 41, "price": "8", "quantity": "1", "taker_side": "buy",
-                        "time": 1_700_000_000_041}],
+                        "time": "2023-11-14T22:13:20.041Z"}],
         }  # fmt: skip
         # the same string objects for every connection: rendered once, no per-connection JSON
         for client in texts[1:]:

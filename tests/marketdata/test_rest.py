@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from rest_framework.test import APIClient
 
 from exchange.marketdata.models import INTERVALS, Candle
-from orders.models import MarketEngineState
+from exchange.times import seconds_text, time_text
+from orders.models import MarketEngineState, Order
 from tests.marketdata.client import BookClient
 from tests.orders.conftest import SYMBOL, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def test_book_ticker_trades_and_candles_follow_the_trades(market, trader, fund) -> None:
@@ -39,7 +43,8 @@ def test_book_ticker_trades_and_candles_follow_the_trades(market, trader, fund) 
          "asks": [row[:2] for row in book["asks"]], "checksum": book["checksum"]}
     )  # fmt: skip
 
-    trades = public.get(f"/api/v1/markets/{SYMBOL}/trades?limit=10").json()
+    assert book["time"] == time_text(Order.objects.latest("updated_at").updated_at)
+    trades = public.get(f"/api/v1/markets/{SYMBOL}/trades?limit=10").json()["results"]
     assert [(t["price"], t["quantity"], t["taker_side"]) for t in trades] == [
         ("8.1", "0.25", "buy"), ("8", "1.25", "buy"), ("8", "0.75", "buy"),
     ]  # fmt: skip
@@ -56,13 +61,15 @@ def test_book_ticker_trades_and_candles_follow_the_trades(market, trader, fund) 
     assert Candle.objects.filter(market=market).values("interval").distinct().count() == len(
         INTERVALS
     )
+    assert TIME.fullmatch(ticker["time"])
+    assert all(TIME.fullmatch(t["time"]) for t in trades)
     response = public.get(f"/api/v1/markets/{SYMBOL}/candles?interval=1h").json()
-    candle = response["candles"][-1]
+    candle = response["results"][0]  # newest first
     assert (candle["open"], candle["high"], candle["low"], candle["close"]) == (
         "8", "8.1", "8", "8.1",
     )  # fmt: skip
     assert (candle["volume"], candle["trades"]) == ("2.25", 3)
-    assert candle["start"] == int(time.time()) // 3600 * 3600
+    assert candle["time"] == seconds_text(int(time.time()) // 3600 * 3600)
 
 
 def test_market_data_refuses_bad_parameters(market) -> None:
@@ -71,4 +78,12 @@ def test_market_data_refuses_bad_parameters(market) -> None:
     assert public.get(f"/api/v1/markets/{SYMBOL}/book?depth=0").status_code == 400
     assert public.get(f"/api/v1/markets/{SYMBOL}/trades?limit=abc").status_code == 400
     assert public.get("/api/v1/markets/NOPE/ticker").status_code == 404
-    assert public.get(f"/api/v1/markets/{SYMBOL}/candles?start=yesterday").status_code == 400
+    for query in (
+        "since=yesterday", "since=1733380801.5", "since=-5", "until=2026-12-05T06:40:01",
+        "limit=0", "limit=1001", "limit=1e3", "cursor=abc", "cursor=cD1hYmM=",
+        "since=2026-12-05T06:40:01Z&until=2026-12-05T06:40:01Z",
+    ):  # fmt: skip
+        for path in ("candles", "trades"):
+            response = public.get(f"/api/v1/markets/{SYMBOL}/{path}?{query}")
+            assert response.status_code == 400, (path, query)
+            assert response.json()["error"]["code"] == "invalid"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -71,9 +71,9 @@ def test_times_are_shown_in_utc_with_date_and_time_apart() -> None:
     assert web.utc("2027-01-04T01:10:30+00:00", "Y-m-d H:i:s") == "2027-01-04 01:10:30"
     assert web.utc(None) == "—"
     assert web.utc(datetime(2027, 1, 4, 1, 10)) == "—"  # naive: refused, never guessed
-    assert web.utc_ms(int(datetime(2027, 1, 4, 1, 10, 5, tzinfo=UTC).timestamp() * 1000)) == (
-        "01:10:05"
-    )
+    assert web.utc_clock("2027-01-04T01:10:05.123Z") == "01:10:05"
+    assert web.utc_clock("1799025005123") == "01:10:05"  # milliseconds since the epoch
+    assert web.utc_clock("yesterday") == "—"
 
 
 def test_order_codes_are_put_in_words_in_both_languages() -> None:

@@ -73,8 +73,9 @@ const timeFormat = new Intl.DateTimeFormat(lang, {
   hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZone: "UTC",
 });
 
-export function clock(ms) {
-  return timeFormat.format(new Date(Number(ms)));
+// An API time (RFC 3339 text) as a clock time.
+export function clock(time) {
+  return timeFormat.format(new Date(Date.parse(time)));
 }
 
 export function cssVar(name, fallback) {

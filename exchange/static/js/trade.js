@@ -95,37 +95,43 @@ let lastCandleTime = 0;
 // chart meant nothing to a trader).
 const candleCount = document.getElementById("price-chart");
 
+// The API's times are RFC 3339 text; the chart's are Unix seconds.
+function chartTime(c) {
+  return Date.parse(c.time) / 1000;
+}
+
 function candlePoint(c) {
   return {
-    time: c.start, open: Number(c.open), high: Number(c.high), low: Number(c.low),
+    time: chartTime(c), open: Number(c.open), high: Number(c.high), low: Number(c.low),
     close: Number(c.close),
   };
 }
 
 function volumePoint(c) {
-  return { time: c.start, value: Number(c.volume), color: Number(c.close) >= Number(c.open) ? up + "88" : down + "88" };
+  return { time: chartTime(c), value: Number(c.volume), color: Number(c.close) >= Number(c.open) ? up + "88" : down + "88" };
 }
 
 async function loadCandles() {
   const wanted = interval;
   const response = await fetch(`${config.urls.candles}?interval=${wanted}&limit=500`);
   if (!response.ok || wanted !== interval) return;
-  const rows = await response.json();
-  const list = Array.isArray(rows) ? rows : rows.candles || rows.results || [];
+  // without "since" the latest candles come newest first; the chart wants them oldest first
+  const list = [...(await response.json()).results].reverse();
   candles.setData(list.map(candlePoint));
   volume.setData(list.map(volumePoint));
-  lastCandleTime = list.length ? list[list.length - 1].start : 0;
+  lastCandleTime = list.length ? chartTime(list[list.length - 1]) : 0;
   candleCount.dataset.candleCount = String(list.length);
 }
 
 feed.on("candles", (message) => {
   if (message.market !== symbol || message.channel !== `candles:${interval}`) return;
   const c = message.candle;
-  if (c.start < lastCandleTime) return; // an older candle cannot be updated in place
-  if (c.start > lastCandleTime) {
+  const time = chartTime(c);
+  if (time < lastCandleTime) return; // an older candle cannot be updated in place
+  if (time > lastCandleTime) {
     candleCount.dataset.candleCount = String(Number(candleCount.dataset.candleCount || 0) + 1);
   }
-  lastCandleTime = c.start;
+  lastCandleTime = time;
   candles.update(candlePoint(c));
   volume.update(volumePoint(c));
 });

@@ -21,6 +21,7 @@ from django.utils.translation import get_language, to_locale
 from exchange.ledger.units import MTOK_DECIMALS, is_currency
 from exchange.marketdata.selectors import ticker_get
 from exchange.markets.models import Market
+from exchange.times import TimeFormatError, time_parse
 from exchange.web.labels import cancel_reason_text, order_status_text
 from orders.models import ListingStatus
 
@@ -141,11 +142,11 @@ def utc(value: Any, pattern: str = "Y-m-d H:i") -> str:
 
 
 @register.filter
-def utc_ms(value: Any) -> str:
-    """Milliseconds since the epoch (the trade tape) as a UTC clock time."""
+def utc_clock(value: Any) -> str:
+    """An API time (RFC 3339, as the trade tape carries it) as a UTC clock time."""
     try:
-        moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError):
+        moment = time_parse(value)
+    except TimeFormatError:
         return EMPTY
     return dateformat.format(moment, "H:i:s")
 
