@@ -205,6 +205,8 @@ def test_foreign_origin_is_refused(market) -> None:
     async def scenario():
         ws = connect(headers=[(b"origin", b"https://evil.example.com")])
         connected, _ = await ws.connect()
+        # told the socket is gone, as a server would: else its task stays parked on the layer
+        await ws.disconnect()
         assert not connected
 
     run(scenario)

@@ -41,6 +41,19 @@ def communicator(headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
     return WebsocketCommunicator(application, "/ws/v1", headers=headers)
 
 
+async def assert_refused(ws: WebsocketCommunicator) -> None:
+    """The handshake is refused; then the consumer is told the socket is gone, as a server would.
+
+    Without the disconnect the refused consumer's task stays parked on the channel layer, and
+    closing the test's event loop waits on its cancellation (it once hung a CI run for an hour).
+    """
+    connected, _ = await ws.connect()
+    try:
+        assert not connected
+    finally:
+        await ws.disconnect()
+
+
 def reply_to(messages: list[dict], request_id: int) -> dict:
     return next(m for m in messages if m.get("id") == request_id)
 
@@ -82,9 +95,7 @@ def test_a_bad_bearer_key_refuses_the_handshake(market, make_user) -> None:
 
     async def scenario():
         for key in ("tx_nope_nope", no_read):
-            ws = communicator([(b"authorization", f"Bearer {key}".encode())])
-            connected, _ = await ws.connect()
-            assert not connected
+            await assert_refused(communicator([(b"authorization", f"Bearer {key}".encode())]))
 
     async_to_sync(scenario)()
 
@@ -117,9 +128,7 @@ def test_foreign_origin_is_refused_even_with_a_key_or_a_cookie(market, make_user
 
     async def scenario():
         for extra in ([], [(b"authorization", f"Bearer {key}".encode())], [(b"cookie", cookie)]):
-            ws = communicator([(b"origin", FOREIGN_ORIGIN), *extra])
-            connected, _ = await ws.connect()
-            assert not connected
+            await assert_refused(communicator([(b"origin", FOREIGN_ORIGIN), *extra]))
 
     async_to_sync(scenario)()
 
