@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,23 @@ def database_url() -> str:
     return f"postgres://{db['USER'] or 'postgres'}@{host}/{db['NAME']}"
 
 
+def wait_until_serving(process: subprocess.Popen, base: str, seconds: float = 60.0) -> None:
+    """Until the server answers HTTP at all (a 503 from /healthz is an answer); a server that
+    exited or never answered fails the test here, not later as a refused connection."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the test server exited with {process.returncode} before serving")
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the test server did not answer within {seconds:.0f} s")
+
+
 @contextmanager
 def asgi_server(**extra_env: str) -> Iterator[tuple[str, int]]:
     """Serve ``exchange.asgi`` with the runner embedded; yields (base URL, port)."""
@@ -52,12 +70,7 @@ def asgi_server(**extra_env: str) -> Iterator[tuple[str, int]]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_serving(process, base)
         yield base, port
     finally:
         process.terminate()

@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -26,7 +24,7 @@ from exchange.delivery.endpoints.crypto import secret_encrypt
 from exchange.delivery.endpoints.models import Endpoint
 from exchange.delivery.escrow.selectors import ModelPair
 from orders.capacity import capacity_list
-from tests.asgi_server import ROOT, database_url, free_port
+from tests.asgi_server import ROOT, database_url, free_port, wait_until_serving
 from tests.delivery.escrow.conftest import (  # noqa: F401  (shared fixtures)
     IN,
     MODEL,
@@ -69,13 +67,8 @@ class Server:
              "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
             cwd=ROOT, env=self.env,
         )  # fmt: skip
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the exchange server did not start")
+        wait_until_serving(self.process, self.base)
+        return self
 
     def kill(self) -> None:
         assert self.process is not None

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 from exchange.markets.models import Market
-from tests.asgi_server import ROOT
+from tests.asgi_server import ROOT, wait_until_serving
 from tests.delivery.gateway.conftest import IN, MODEL, OUT, Server, buy, consume_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,12 +37,7 @@ def small_buffer_server() -> Iterator[Server]:
         cwd=ROOT, env=server.env, pass_fds=(listener.fileno(),),
     )  # fmt: skip
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(server.base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_serving(server.process, server.base)
         yield server
     finally:
         server.stop()
