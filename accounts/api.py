@@ -12,10 +12,10 @@ from accounts.models import SCOPE_CODES, ApiKey, AuditEvent
 from accounts.selectors import api_key_list
 from accounts.services import LIMIT_FIELDS, api_key_create, api_key_revoke
 from exchange.api_inputs import StrictSerializer
-from exchange.api_paging import StrictCursorPagination
+from exchange.paging import HistoryCursor, ModelSerializer, TimeField
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(ModelSerializer):
     status = serializers.CharField(read_only=True)
 
     class Meta:
@@ -39,7 +39,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
 class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=80)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPE_CODES), min_length=1)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = TimeField(required=False, allow_null=True)
     # limits of a ``consume`` key (the /v1 gateway); omitted or null: none
     tokens_per_day = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     tokens_per_month = serializers.IntegerField(required=False, allow_null=True, min_value=1)
@@ -107,7 +107,7 @@ class ApiKeyDetailApi(APIView):
         return Response(ApiKeySerializer(api_key).data)
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
+class AuditEventSerializer(ModelSerializer):
     api_key_prefix = serializers.CharField(
         source="api_key.prefix",
         allow_null=True,
@@ -127,24 +127,18 @@ class AuditEventSerializer(serializers.ModelSerializer):
         fields = ["id", "action", "created_at", "api_key_prefix", "ip", "user_agent", "details"]
 
 
-class NewestFirst(StrictCursorPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
 class AuditLogApi(APIView):
     """The caller's audit log, newest first: key creation and revocation, withdrawal
     requests, each with the IP address and user agent it came from."""
 
     permission_classes = [HasScope]
     required_scope = "read"
-    pagination_class = NewestFirst
+    pagination_class = HistoryCursor
 
     @extend_schema(
         responses=AuditEventSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        paginator = NewestFirst()
+        paginator = HistoryCursor()
         page = paginator.paginate_queryset(audit_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(AuditEventSerializer(page, many=True).data)

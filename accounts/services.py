@@ -32,6 +32,7 @@ from accounts.models import (
 from accounts.onboarding import provider_apply, provider_grant
 from exchange.db import unique_row
 from exchange.errors import ApiKeyNotFound, Conflict, Forbidden, ValidationFailed
+from exchange.times import time_text
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +205,8 @@ def api_key_create(
         elif expires_at > creator_key.expires_at:
             raise ValidationFailed(
                 "An API key cannot create a key that expires after it does "
-                f"({creator_key.expires_at.isoformat()}).",
-                details={"max_expires_at": creator_key.expires_at.isoformat()},
+                f"({time_text(creator_key.expires_at)}).",
+                details={"max_expires_at": time_text(creator_key.expires_at)},
             )
     # The user's row is the lock that makes the count and the insert one step: two concurrent
     # requests cannot both create the 50th key.
@@ -235,7 +236,7 @@ def api_key_create(
         prefix=prefix,
         name=api_key.name,
         scopes=scope_list,
-        expires_at=expires_at.isoformat() if expires_at else None,
+        expires_at=time_text(expires_at),
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
 

@@ -22,6 +22,7 @@ from typing import Any
 from urllib import parse
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.pagination import Cursor
 from rest_framework.request import Request
@@ -79,19 +80,54 @@ def time_query(request: Request, name: str) -> datetime | None:
         raise ValidationFailed(message, details={name: [TIME_FORMAT_HELP]}) from error
 
 
-def _time_parameter(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "required": False,
-        "in": "query",
+_TIME_SCHEMA: dict[str, dict[str, Any]] = {
+    name: {
         "description": f"{description} {TIME_FORMAT_HELP}",
-        "schema": {
+        "type": {
             "oneOf": [
                 {"type": "string", "format": "date-time"},
                 {"type": "string", "pattern": "^[0-9]{1,15}$"},
             ]
         },
     }
+    for name, description in (
+        ("since", "From this time on (inclusive), oldest first."),
+        ("until", "Before this time (exclusive)."),
+    )
+}
+
+
+def time_window(
+    queryset: QuerySet[Any],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    field: str = "created_at",
+    in_seconds: bool = False,
+) -> QuerySet[Any]:
+    """Rows of ``queryset`` whose ``field`` is from ``since`` (inclusive) to ``until``
+    (exclusive); ``in_seconds``: the field holds whole seconds since the epoch."""
+    if since is not None and until is not None and until <= since:
+        message = "until must be after since."
+        raise ValidationFailed(message, details={"until": [message]})
+    low: Any = since
+    high: Any = until
+    if in_seconds:  # a bucket starting in the same second as ``since`` but before it is not in
+        low = -(-time_ms(since) // 1000) if since is not None else None
+        high = -(-time_ms(until) // 1000) if until is not None else None
+    if low is not None:
+        queryset = queryset.filter(**{f"{field}__gte": low})
+    if high is not None:
+        queryset = queryset.filter(**{f"{field}__lt": high})
+    return queryset
+
+
+def time_window_parameters() -> list[OpenApiParameter]:
+    """``since`` and ``until`` for an operation that is not paged (a CSV export)."""
+    return [
+        OpenApiParameter(name, location="query", required=False, **_TIME_SCHEMA[name])
+        for name in ("since", "until")
+    ]
 
 
 class HistoryCursor(StrictCursorPagination):
@@ -118,41 +154,28 @@ class HistoryCursor(StrictCursorPagination):
     ) -> list[Any]:
         since = time_query(request, "since")
         until = time_query(request, "until")
-        if since is not None and until is not None and until <= since:
-            message = "until must be after since."
-            raise ValidationFailed(message, details={"until": [message]})
-        queryset = self.time_window(queryset, since, until)
+        queryset = time_window(
+            queryset, since, until, field=self.time_field, in_seconds=self.time_in_seconds
+        )
         self.ascending = since is not None
         page = super().paginate_queryset(queryset, request, view)
         return page if page is not None else []
-
-    def time_window(
-        self, queryset: QuerySet[Any], since: datetime | None, until: datetime | None
-    ) -> QuerySet[Any]:
-        if self.time_in_seconds:
-            # a bucket starting in the same second as ``since`` but before it is not "since"
-            if since is not None:
-                queryset = queryset.filter(
-                    **{f"{self.time_field}__gte": -(-time_ms(since) // 1000)}
-                )
-            if until is not None:
-                queryset = queryset.filter(**{f"{self.time_field}__lt": -(-time_ms(until) // 1000)})
-            return queryset
-        if since is not None:
-            queryset = queryset.filter(**{f"{self.time_field}__gte": since})
-        if until is not None:
-            queryset = queryset.filter(**{f"{self.time_field}__lt": until})
-        return queryset
 
     def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
         return (self.position_field if self.ascending else f"-{self.position_field}",)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        return [
-            _time_parameter("since", "From this time on (inclusive), oldest first."),
-            _time_parameter("until", "Before this time (exclusive)."),
-            *super().get_schema_operation_parameters(view),
+        times = [
+            {
+                "name": name,
+                "required": False,
+                "in": "query",
+                "description": schema["description"],
+                "schema": schema["type"],
+            }
+            for name, schema in _TIME_SCHEMA.items()
         ]
+        return [*times, *super().get_schema_operation_parameters(view)]
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         encoded = request.query_params.get(self.cursor_query_param)

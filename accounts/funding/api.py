@@ -21,16 +21,10 @@ from accounts.funding import services
 from accounts.funding.models import Deposit, Withdrawal
 from accounts.funding.selectors import connected_account_get, deposit_list, withdrawal_list
 from exchange.api_inputs import StrictSerializer
-from exchange.api_paging import StrictCursorPagination
 from exchange.api_schema import error_response
 from exchange.ledger.units import amount_display
 from exchange.markets.currencies import currency_choices
-
-
-class NewestFirst(StrictCursorPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+from exchange.paging import HistoryCursor, TimeField
 
 
 def _created_or_replayed(row: object) -> int:
@@ -59,8 +53,8 @@ class DepositSerializer(serializers.Serializer):
     refunded = serializers.SerializerMethodField()
     reversed = serializers.SerializerMethodField()
     failure_reason = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    credited_at = serializers.DateTimeField(allow_null=True)
+    created_at = TimeField()
+    credited_at = TimeField(allow_null=True)
 
     def get_amount(self, deposit: Deposit) -> str:
         return amount_display(deposit.currency, deposit.amount)
@@ -81,8 +75,8 @@ class WithdrawalSerializer(serializers.Serializer):
     ledger_transaction = serializers.IntegerField(source="final_transaction_id", allow_null=True)
     stripe_transfer = serializers.CharField(source="stripe_transfer_id", allow_null=True)
     failure_reason = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField(allow_null=True)
+    created_at = TimeField()
+    finished_at = TimeField(allow_null=True)
 
     def get_amount(self, withdrawal: Withdrawal) -> str:
         return amount_display(withdrawal.currency, withdrawal.amount)
@@ -97,11 +91,11 @@ FUNDING_ERRORS = {
 
 class _ListCreate(APIView):
     permission_classes = [HasScope]
-    pagination_class = NewestFirst  # what GET pages with (the document reads it)
+    pagination_class = HistoryCursor  # what GET pages with (the document reads it)
     serializer_class: Any = None
 
     def _page(self, request: Request, rows: Any) -> Response:
-        paginator = NewestFirst()
+        paginator = HistoryCursor()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(self.serializer_class(page, many=True).data)
 

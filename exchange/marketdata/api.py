@@ -24,7 +24,7 @@ from exchange.marketdata.selectors import (
     trades_public,
     trades_query,
 )
-from exchange.markets.selectors import market_get
+from exchange.markets.selectors import market_get, market_list
 from exchange.paging import HistoryCursor
 
 
@@ -50,6 +50,15 @@ class TickerApi(PublicApi):
     @extend_schema(responses=TickerSerializer)
     def get(self, request: Request, symbol: str) -> Response:
         return Response(ticker_get(market=market_get(symbol=symbol)))
+
+
+class TickerListApi(PublicApi):
+    @extend_schema(
+        responses=TickerSerializer(many=True),
+        description="Every market's ticker (as `/markets/{symbol}/ticker`), by symbol.",
+    )
+    def get(self, request: Request) -> Response:
+        return Response([ticker_get(market=market) for market in market_list()])
 
 
 class BookApi(PublicApi):

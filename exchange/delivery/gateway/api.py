@@ -16,10 +16,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import HasScope, request_scopes
-from exchange.api_paging import StrictCursorPagination
 from exchange.delivery.gateway.models import Generation
 from exchange.delivery.gateway.selectors import generation_get, generation_list
 from exchange.ledger.units import amount_display
+from exchange.paging import (
+    HistoryCursor,
+    TimeField,
+    time_query,
+    time_window,
+    time_window_parameters,
+)
 
 
 class ReadsGenerations(HasScope):
@@ -62,8 +68,8 @@ class GenerationSerializer(serializers.Serializer):
     sla_met = serializers.BooleanField(allow_null=True)
     sla_reason = serializers.CharField()
     error_code = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField(allow_null=True)
+    created_at = TimeField()
+    finished_at = TimeField(allow_null=True)
 
     def get_role(self, generation: Generation) -> str:
         return "buyer" if generation.buyer_id == self.context["user"].pk else "provider"
@@ -87,33 +93,18 @@ class GenerationSerializer(serializers.Serializer):
         return amount_display(generation.currency, generation.credit_units)
 
 
-class GenerationQuerySerializer(serializers.Serializer):
-    since = serializers.DateTimeField(required=False, help_text="Only those created from then.")
-
-
-class NewestFirst(StrictCursorPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
 def _generations(request: Request) -> Any:
-    query = GenerationQuerySerializer(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return generation_list(user=request.user, since=query.validated_data.get("since")).order_by(
-        "-id"
-    )
+    """The list (the paginator applies ``since``/``until`` itself)."""
+    return generation_list(user=request.user)
 
 
 class GenerationListApi(APIView):
     permission_classes = [ReadsGenerations]
-    pagination_class = NewestFirst  # what GET pages with (the document reads it)
+    pagination_class = HistoryCursor  # what GET pages with (the document reads it)
 
-    @extend_schema(
-        parameters=[GenerationQuerySerializer], responses=GenerationSerializer(many=True)
-    )
+    @extend_schema(responses=GenerationSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = NewestFirst()
+        paginator = HistoryCursor()
         page = paginator.paginate_queryset(
             _generations(request).select_related("provider__profile"), request, view=self
         )
@@ -147,9 +138,14 @@ class GenerationCsvApi(APIView):
         # Success is CSV streamed past the renderers; errors fall back to the JSON shape.
         return super().perform_content_negotiation(request, force=True)
 
-    @extend_schema(parameters=[GenerationQuerySerializer], responses={(200, "text/csv"): str})
+    @extend_schema(parameters=time_window_parameters(), responses={(200, "text/csv"): str})
     def get(self, request: Request) -> StreamingHttpResponse:
-        rows = _generations(request).select_related("provider__profile").iterator(chunk_size=500)
+        generations = time_window(
+            _generations(request), time_query(request, "since"), time_query(request, "until")
+        )
+        rows = (
+            generations.select_related("provider__profile").order_by("-id").iterator(chunk_size=500)
+        )
         response = StreamingHttpResponse(_csv_lines(rows, request.user), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="generations.csv"'
         return response

@@ -12,6 +12,7 @@ from exchange.delivery.escrow.selectors import model_pairs
 from exchange.delivery.escrow.services import holdings_get
 from exchange.delivery.gateway.models import Generation
 from exchange.errors import GenerationNotFound
+from exchange.times import time_text
 
 
 def models_available(*, user: Any, api_key: ApiKey | None) -> list[dict[str, Any]]:
@@ -31,6 +32,7 @@ def models_available(*, user: Any, api_key: ApiKey | None) -> list[dict[str, Any
             {
                 "id": pair.model_id,
                 "object": "model",
+                # OpenAI's format (unix seconds), which the openai client reads
                 "created": int(pair.output_market.created_at.timestamp()),
                 "owned_by": "token-exchange",
                 "name": pair.model_name,
@@ -45,7 +47,7 @@ def models_available(*, user: Any, api_key: ApiKey | None) -> list[dict[str, Any
                     "output_tokens": sum(h.output_tokens for h in holdings),
                 },
                 "providers": len(holdings),
-                "earliest_expiry": min(h.earliest_expiry for h in holdings).isoformat(),
+                "earliest_expiry": time_text(min(h.earliest_expiry for h in holdings)),
                 "default_max_tokens": pair.output_market.default_max_tokens,
             }
         )
