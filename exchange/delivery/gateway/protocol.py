@@ -211,30 +211,53 @@ def upstream_body(
     return body
 
 
-class SseDecoder:
-    """Server-sent events, line by line: yields each event's ``data`` (lines joined by "\\n").
-    Comments and other fields (``event:``, ``id:``, ``retry:``) are ignored."""
+class SseEvents:
+    """Server-sent events from the bytes of a stream as they arrive: ``feed`` returns the
+    ``data`` of every event completed by those bytes (its data lines joined by a line feed),
+    as bytes, undecoded (JSON parses bytes). Comments and the other fields (``event:``,
+    ``id:``, ``retry:``) are ignored; lines may end with CRLF, LF or CR, as the format allows.
 
-    __slots__ = ("_data",)
+    Working on the bytes, not on decoded lines, is the gateway's streaming fast path: most
+    reads complete one event or a few, each ``data: {...}`` alone on its line."""
+
+    __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._data: list[str] = []
+        self._buffer = b""
 
-    def line(self, line: str) -> str | None:
-        """Feed one line (without its line break); the event's data when this line ended one."""
-        if not line:
-            if not self._data:
-                return None
-            data, self._data = "\n".join(self._data), []
-            return data
-        if line.startswith("data:"):
-            value = line[5:]
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        return None
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            # a CR at the very end may be the first half of a CRLF split across two reads
+            held = b"\r" if buffer.endswith(b"\r") else b""
+            if held:
+                buffer = buffer[:-1]
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 2 :]
+        events = []
+        for block in buffer[:end].split(b"\n\n"):
+            data = _event_data(block)
+            if data is not None:
+                events.append(data)
+        return events
 
-    def end(self) -> str | None:
+    def end(self) -> bytes | None:
         """The last event when the stream ended without its blank line."""
-        if not self._data:
-            return None
-        data, self._data = "\n".join(self._data), []
-        return data
+        buffer, self._buffer = self._buffer.rstrip(b"\r"), b""
+        return _event_data(buffer) if buffer else None
+
+
+def _event_data(block: bytes) -> bytes | None:
+    if block.startswith(b"data:") and b"\n" not in block:  # the usual event: one data line
+        value = block[5:]
+        return value[1:] if value.startswith(b" ") else value
+    data = [
+        line[6:] if line.startswith(b"data: ") else line[5:]
+        for line in block.split(b"\n")
+        if line.startswith(b"data:")
+    ]
+    return b"\n".join(data) if data else None

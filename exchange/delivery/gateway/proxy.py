@@ -2,10 +2,11 @@
 Django in the ASGI app (``exchange.asgi``).
 
 Async end to end: a request is a coroutine on the event loop, not a thread, however long its
-stream. The upstream calls share ONE pooled ``httpx.AsyncClient`` per process (explicit
-timeouts). Database work runs in a small thread pool, in few hops (``services``): one before
-forwarding (authenticate, limits, route, write the generation, reserve), one at the end (settle,
-complete the generation), and one between attempts when a provider fails.
+stream. The upstream calls share ONE pooled ``aiohttp.ClientSession`` per process
+(explicit timeouts; ``egress.upstream_session``: the SSRF guard). Database work runs in a
+small thread pool, in few hops (``services``): one before forwarding (authenticate, limits,
+route, write the generation, reserve), one at the end (settle, complete the generation), and
+one between attempts when a provider fails.
 
 A request's life:
 
@@ -45,21 +46,21 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
-from exchange.delivery.endpoints.egress import upstream_async_client
+from exchange.delivery.endpoints.egress import upstream_session
 from exchange.delivery.gateway import auth, selectors, services
 from exchange.delivery.gateway.demo_upstream import DemoUpstream
 from exchange.delivery.gateway.metering import StreamMeter, units_to_decimal
 from exchange.delivery.gateway.protocol import (
     ChatRequest,
     GatewayError,
-    SseDecoder,
+    SseEvents,
     chat_request_parse,
     upstream_body,
 )
@@ -168,7 +169,7 @@ class GatewayApp:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.app = app
         self.demo = DemoUpstream(prefix=DEMO_PREFIX) if settings.DEMO_UPSTREAM else None
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -203,25 +204,16 @@ class GatewayApp:
             allowed = [".localhost", "127.0.0.1", "[::1]"]
         return bool(domain) and validate_host(domain, allowed)
 
-    def client(self) -> httpx.AsyncClient:
-        """The process's pooled upstream client (one per event loop: a client is bound to the
+    def client(self) -> aiohttp.ClientSession:
+        """The process's pooled upstream client (one per event loop: a session is bound to the
         loop its connections were opened on)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             # Public https upstreams only, checked at every connect (SSRF guard).
-            self._client = upstream_async_client(
-                timeout=httpx.Timeout(
-                    connect=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
-                    read=settings.GATEWAY_READ_TIMEOUT_SECONDS,
-                    write=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
-                    pool=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
-                ),
-                limits=httpx.Limits(
-                    max_connections=settings.GATEWAY_MAX_CONNECTIONS,
-                    max_keepalive_connections=settings.GATEWAY_MAX_CONNECTIONS,
-                ),
-                follow_redirects=False,
-                trust_env=False,
+            self._client = upstream_session(
+                limit=settings.GATEWAY_MAX_CONNECTIONS,
+                connect_timeout=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
+                read_timeout=settings.GATEWAY_READ_TIMEOUT_SECONDS,
             )
             self._client_loop = loop
         return self._client
@@ -388,49 +380,44 @@ class GatewayApp:
                 )
                 raise
 
-    def _upstream_request(
+    async def _open(
         self, plan: services.Plan, attempt: services.Attempt, request: ChatRequest
-    ) -> httpx.Request:
+    ) -> aiohttp.ClientResponse:
+        """The upstream's answer once its head has arrived (status 200), or ``UpstreamFailed``
+        / ``UpstreamRefused``."""
         body = upstream_body(
             request,
             upstream_model=attempt.upstream.model_id,
             default_max_tokens=plan.default_max_tokens,
         )
-        return self.client().build_request(
-            "POST",
-            attempt.upstream.base_url.rstrip("/") + "/chat/completions",
-            content=orjson.dumps(body),
-            headers={
-                "authorization": f"Bearer {attempt.upstream.api_key}",
-                "content-type": "application/json",
-                "accept": "text/event-stream" if plan.stream else "application/json",
-            },
-        )
-
-    async def _open(
-        self, plan: services.Plan, attempt: services.Attempt, request: ChatRequest
-    ) -> httpx.Response:
         try:
-            response = await self.client().send(
-                self._upstream_request(plan, attempt, request), stream=True
+            response = await self.client().post(
+                attempt.upstream.base_url.rstrip("/") + "/chat/completions",
+                data=orjson.dumps(body),
+                headers={
+                    "authorization": f"Bearer {attempt.upstream.api_key}",
+                    "content-type": "application/json",
+                    "accept": "text/event-stream" if plan.stream else "application/json",
+                },
+                allow_redirects=False,
             )
-        except httpx.TimeoutException:
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamFailed("timeout") from None
-        except httpx.HTTPError as error:
+        except (aiohttp.ClientError, ValueError) as error:  # ValueError: a malformed URL
             raise UpstreamFailed(f"connection ({type(error).__name__})") from None
-        if response.status_code == 200:
+        if response.status == 200:
             return response
         try:
-            text = (await response.aread())[:2000]
-        except httpx.HTTPError:
+            text = (await response.content.read(2000))[:2000]
+        except (aiohttp.ClientError, TimeoutError):
             text = b""
         finally:
-            await response.aclose()
-        if response.status_code in REQUEST_REFUSED:
+            response.close()
+        if response.status in REQUEST_REFUSED:
             raise UpstreamRefused(
-                response.status_code, *_upstream_error_fields(text, attempt.upstream.api_key)
+                response.status, *_upstream_error_fields(text, attempt.upstream.api_key)
             )
-        raise UpstreamFailed(f"http_{response.status_code}")
+        raise UpstreamFailed(f"http_{response.status}")
 
     async def _complete(
         self,
@@ -443,11 +430,11 @@ class GatewayApp:
         started = loop.time()  # times are the provider's: from just before the forward
         response = await self._open(plan, attempt, request)
         try:
-            raw = await response.aread()
-        except httpx.HTTPError as error:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise UpstreamFailed(f"read ({type(error).__name__})") from None
         finally:
-            await response.aclose()
+            response.release()
         at_ms = int((loop.time() - started) * 1000)
         try:
             answer = orjson.loads(raw)
@@ -491,7 +478,7 @@ class GatewayApp:
         async with asyncio.timeout_at(deadline):  # before the first token: aborted, not charged
             response = await self._open(plan, attempt, request)
         meter = StreamMeter()
-        decoder = SseDecoder()
+        events = SseEvents()
         pending: list[bytes] = []  # chunks before the first token (not sent yet)
         started_response = False
         provider_usage: Any = None
@@ -537,8 +524,7 @@ class GatewayApp:
                     }
                 )
                 started_response = True
-                for chunk in pending:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                data = b"".join((*pending, data))
                 pending.clear()
             await send({"type": "http.response.body", "body": data, "more_body": True})
             blocked += loop.time() - before
@@ -546,51 +532,58 @@ class GatewayApp:
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    async for line in response.aiter_lines():
-                        data = decoder.line(line)
-                        if data is None:
-                            continue
-                        if data == "[DONE]":
-                            done = True
-                            break
-                        try:
-                            chunk = orjson.loads(data)
-                        except orjson.JSONDecodeError:
-                            continue  # not ours to judge; a malformed event carries no tokens
-                        if not isinstance(chunk, dict):
-                            continue
-                        if "error" in chunk:
-                            if meter.first_token_ms is None:
-                                raise UpstreamFailed("error_event")
-                            broken = True
-                            break
+                    # Whatever one read brought (one event, or several when the provider or
+                    # this process is busy) leaves in ONE send: a write to the buyer's socket
+                    # per read, not per event. Each event is still parsed: our own count of
+                    # the completion (metering) reads its text.
+                    async for raw in response.content.iter_any():
                         at_ms = int((loop.time() - started - blocked) * 1000)
-                        meter.chunk(chunk, at_ms)
-                        if chunk.get("usage") is not None:
-                            provider_usage = chunk.pop("usage")
-                            if not chunk.get("choices"):
-                                continue  # the usage chunk: replaced by ours at the end
-                        chunk["id"] = plan.public_id
-                        chunk["model"] = plan.pair.model_id
-                        created = chunk.get("created", created)
-                        if held is not None:  # a chunk after the finish: that was not the last
-                            event = b"data: " + orjson.dumps(held) + b"\n\n"
-                            held = None
-                            if meter.first_token_ms is None:
-                                pending.append(event)
-                            else:
-                                await deliver(event)
-                        if not include_usage and _finishes(chunk):
-                            held = chunk
-                            continue
-                        event = b"data: " + orjson.dumps(chunk) + b"\n\n"
-                        if meter.first_token_ms is None:
-                            pending.append(event)
-                        else:
-                            await deliver(event)
-                    tail = decoder.end()
-                    if tail == "[DONE]":
-                        done = True
+                        out: list[bytes] = []
+                        for data in events.feed(raw):
+                            if data == b"[DONE]":
+                                done = True
+                                break
+                            try:
+                                chunk = orjson.loads(data)
+                            except orjson.JSONDecodeError:
+                                continue  # not ours to judge; a malformed event has no tokens
+                            if not isinstance(chunk, dict):
+                                continue
+                            if "error" in chunk:
+                                if meter.first_token_ms is None:
+                                    raise UpstreamFailed("error_event")
+                                broken = True
+                                break
+                            meter.chunk(chunk, at_ms)
+                            if chunk.get("usage") is not None:
+                                provider_usage = chunk.pop("usage")
+                                if not chunk.get("choices"):
+                                    continue  # the usage chunk: replaced by ours at the end
+                            chunk["id"] = plan.public_id
+                            chunk["model"] = plan.pair.model_id
+                            created = chunk.get("created", created)
+                            # before the first token nothing is sent (a failure there moves
+                            # on to the next provider)
+                            queue = pending if meter.first_token_ms is None else out
+                            if held is not None:  # a chunk after the finish: not the last
+                                queue.append(b"data: " + orjson.dumps(held) + b"\n\n")
+                                held = None
+                            if not include_usage and _finishes(chunk):
+                                held = chunk
+                                continue
+                            queue.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                        if out:
+                            await deliver(b"".join(out))
+                        if done or broken:
+                            break
+                    else:
+                        if events.end() == b"[DONE]":
+                            done = True
+            except (aiohttp.ClientError, aiohttp.ServerTimeoutError) as error:
+                # (first: aiohttp's read timeout is a TimeoutError too)
+                if meter.first_token_ms is None:
+                    raise UpstreamFailed(f"stream ({type(error).__name__})") from None
+                broken = True
             except TimeoutError:
                 # the request's time limit, after tokens flowed: like a buyer leaving, the
                 # upstream call ends and what was delivered is charged (the buyer is told)
@@ -603,13 +596,9 @@ class GatewayApp:
                 if task is not None:
                     task.uncancel()
                 cancelled = True
-            except httpx.HTTPError as error:
-                if meter.first_token_ms is None:
-                    raise UpstreamFailed(f"stream ({type(error).__name__})") from None
-                broken = True
             finally:
                 watching = False
-                await response.aclose()
+                await _upstream_done(response, complete=done)
             # a stream that ended without [DONE] is complete if it said why it finished
             if not (done or cancelled or broken or time_limited) and meter.finish_reason is None:
                 if meter.first_token_ms is None:
@@ -670,6 +659,23 @@ class GatewayApp:
             await send({"type": "http.response.body", "body": b""})
         finally:
             watcher.cancel()
+
+
+async def _upstream_done(response: aiohttp.ClientResponse, *, complete: bool) -> None:
+    """End the upstream call. After ``[DONE]`` the rest of the body (its chunked end, normally
+    in the same read or the next) is waited for briefly, so that the connection goes back to
+    the pool; any other end closes it (the provider may still be generating)."""
+    if complete and not response.content.at_eof():
+        try:
+            async with asyncio.timeout(0.1):
+                await response.content.read()
+        except (aiohttp.ClientError, TimeoutError):
+            response.close()
+            return
+    if complete:
+        response.release()
+    else:
+        response.close()
 
 
 # An upstream error's code or param worth passing on: a short identifier ("context_length_

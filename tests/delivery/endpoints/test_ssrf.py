@@ -15,8 +15,8 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
+import aiohttp
 import httpcore
-import httpx
 import pytest
 
 from exchange.delivery.endpoints import egress
@@ -269,29 +269,79 @@ def test_the_probes_refuse_a_name_rebound_to_a_private_address(
     assert connects == []
 
 
-def test_the_gateway_client_refuses_private_and_plain_http_upstreams(connects, resolver) -> None:
-    """The gateway's pooled client (GatewayApp.client) is built with the guard."""
+def test_the_gateway_client_refuses_private_and_plain_http_upstreams(resolver) -> None:
+    """The gateway's pooled client (GatewayApp.client, aiohttp) is built with the guard: a name
+    resolving to a private address, a private IP literal (which aiohttp does not resolve) and
+    plain http to a public address are refused before any socket connects — a listener on
+    loopback, the private address tried, sees nothing."""
     from exchange.delivery.gateway.proxy import GatewayApp
 
-    resolver.answers["rebind.example.com"] = [["10.0.0.7"]]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    resolver.answers["rebind.example.com"] = [["127.0.0.1"]]
 
     async def run() -> list[type[Exception]]:
         client = GatewayApp(app=None).client()
         failures = []
         for url in (
-            "https://rebind.example.com/v1/chat/completions",
-            "https://[::1]:8171/v1/chat/completions",
+            f"https://rebind.example.com:{port}/v1/chat/completions",
+            f"https://127.0.0.1:{port}/v1/chat/completions",
             f"http://{PUBLIC}/v1/chat/completions",  # public, but not https
         ):
-            with pytest.raises(httpx.ConnectError) as error:
+            with pytest.raises(aiohttp.ClientConnectionError) as error:
                 await client.post(url, json={})
-            failures.append(type(error.value))
-        await client.aclose()
+            failures.append(error.type)
+        await client.close()
         return failures
 
-    assert asyncio.run(run()) == [httpx.ConnectError] * 3
-    assert resolver.calls == ["rebind.example.com", "::1"]  # plain http: not even looked up
-    assert connects == []
+    try:
+        failures = asyncio.run(run())
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    assert all(issubclass(kind, aiohttp.ClientConnectionError) for kind in failures)
+    assert resolver.calls == ["rebind.example.com"]  # the literal and plain http: no lookup
+
+
+def test_the_gateway_client_connects_to_the_checked_address(monkeypatch, resolver) -> None:
+    """Resolve, check, pin, with aiohttp: the connection goes to the address the guard
+    answered for the name (loopback stands in for a public address here)."""
+    from exchange.delivery.gateway.proxy import GatewayApp
+
+    monkeypatch.setattr(egress, "address_public", lambda address: address == "127.0.0.1")
+    seen: list[str] = []
+
+    async def run() -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("peername")[0])
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        resolver.answers["pinned.example.com"] = [["127.0.0.1"]]
+        client = GatewayApp(app=None).client()
+        try:
+            with pytest.raises(aiohttp.ClientConnectionError):  # plain http: no connect
+                await client.get(f"http://pinned.example.com:{port}/")
+            assert seen == []
+            # the server speaks no TLS: the handshake fails after the connect, which is what
+            # this test looks at
+            async with client.get(f"https://pinned.example.com:{port}/", ssl=False) as answer:
+                return answer.status
+        except aiohttp.ClientError:
+            return -1
+        finally:
+            await client.close()
+            server.close()
+
+    asyncio.run(run())
+    assert seen == ["127.0.0.1"]
+    assert resolver.calls == ["pinned.example.com"]
 
 
 def test_the_connection_goes_to_the_checked_address_not_the_name(

@@ -29,7 +29,7 @@ from exchange.delivery.gateway.metering import (
 from exchange.delivery.gateway.protocol import (
     GatewayError,
     ProviderPreferences,
-    SseDecoder,
+    SseEvents,
     chat_request_parse,
     upstream_body,
 )
@@ -353,13 +353,27 @@ def test_gateway_error_has_openai_shape_and_retry_after() -> None:
     assert (b"retry-after", b"1") in error.headers()
 
 
-def test_sse_decoder_joins_data_lines_and_ignores_the_rest() -> None:
-    decoder = SseDecoder()
-    lines = [": keep-alive", "", "event: message", 'data: {"a":', "data: 1}", "", "data:[DONE]"]
-    events = [data for line in lines if (data := decoder.line(line)) is not None]
-    assert events == ['{"a":\n1}']
-    assert decoder.end() == "[DONE]"
-    assert decoder.end() is None
+def test_sse_events_join_data_lines_and_ignore_the_rest() -> None:
+    events = SseEvents()
+    stream = b': keep-alive\n\nevent: message\ndata: {"a":\ndata: 1}\n\ndata:[DONE]'
+    assert events.feed(stream) == [b'{"a":\n1}']
+    assert events.end() == b"[DONE]"
+    assert events.end() is None
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_sse_events_whatever_the_line_ends_and_the_reads(newline) -> None:
+    """Every way of cutting a stream into reads, one byte at a time included, gives the same
+    events, for each line ending the format allows (a CRLF split across two reads too)."""
+    lines = [b'data: {"n":1}', b"", b": comment", b'data: {"n":', b"data: 2}", b"", b"data: [DONE]"]
+    stream = newline.join(lines) + newline + newline
+    expected = [b'{"n":1}', b'{"n":\n2}', b"[DONE]"]
+    for size in (1, 2, 3, 7, len(stream)):
+        events = SseEvents()
+        found = []
+        for start in range(0, len(stream), size):
+            found.extend(events.feed(stream[start : start + size]))
+        assert found + ([tail] if (tail := events.end()) else []) == expected, size
 
 
 # --- routing -----------------------------------------------------------------------------------
