@@ -25,6 +25,17 @@ def order_get(*, user: User, order_id: int) -> Order:
     return order
 
 
+def order_get_by_client_id(*, user: User, client_order_id: str) -> Order:
+    order = unique_row(
+        Order.objects.select_related("market").filter(user=user, client_order_id=client_order_id)
+    )
+    if order is None:
+        raise OrderNotFound(
+            gettext_lazy("No such order."), details={"client_order_id": client_order_id}
+        )
+    return order
+
+
 def order_list(
     *,
     user: User,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -32,6 +33,25 @@ class AssetBalance(NamedTuple):
     @property
     def total(self) -> int:
         return self.available + self.held
+
+
+def asset_codes_public() -> dict[str, str]:
+    """Ledger code → the code the API shows, where they differ: a market's token asset by the
+    market's base (``QWEN3.6-PLUS-OUT``), as ccxt keys balances — unless several markets share
+    that base (their tokens are not interchangeable), then by the market's symbol."""
+    from exchange.markets.models import Market
+
+    rows = list(Market.objects.values_list("symbol", "base"))
+    uses = Counter(base for _, base in rows)
+    return {symbol: base for symbol, base in rows if uses[base] == 1 and base != symbol}
+
+
+def asset_code_ledger(code: str) -> str:
+    """The ledger code of a code the API shows (the inverse of ``asset_codes_public``)."""
+    for ledger_code, public in asset_codes_public().items():
+        if public == code:
+            return ledger_code
+    return code
 
 
 def balance_get(*, user: Any, asset: str) -> Balance:

@@ -23,7 +23,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Profile
 from exchange.errors import ExchangeError, NotFound
-from exchange.ledger.selectors import balance_get, balance_list, posting_list
+from exchange.ledger.selectors import (
+    asset_codes_public,
+    balance_get,
+    balance_list,
+    posting_list,
+)
 from exchange.ledger.units import amount_display
 from exchange.marketdata.selectors import book_public, ticker_get, trades_recent
 from exchange.markets.models import Market
@@ -316,9 +321,10 @@ def portfolio(request: HttpRequest) -> HttpResponse:
     statement = StatementForm(
         request.GET or None, initial={"start": today - timedelta(days=30), "end": today}
     )
+    codes = asset_codes_public()  # token assets by their market's base, as the API shows them
     balances = [
         {
-            "asset": b.asset,
+            "asset": codes.get(b.asset, b.asset),
             "kind": b.kind,
             "unit": markets.get(b.asset, b.asset),
             "available": amount_display(b.asset, b.available),
@@ -331,6 +337,7 @@ def portfolio(request: HttpRequest) -> HttpResponse:
     for posting in postings:
         posting.amount_text = amount_display(posting.asset_id, posting.amount)
         posting.unit = markets.get(posting.asset_id, posting.asset_id)
+        posting.asset_code = codes.get(posting.asset_id, posting.asset_id)
     deposits = list(deposit_list(user=request.user)[:20])
     for deposit in deposits:
         deposit.amount_text = amount_display(deposit.currency, deposit.amount)
