@@ -235,6 +235,12 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CurrencyEnum": "exchange.markets.currencies.CURRENCY_CHOICES",
         "EndpointHealthEnum": "exchange.delivery.endpoints.models.HealthStatus",
+        "SideEnum": "orders.models.Side",
+        "OrderTypeEnum": "orders.models.OrderType",
+        "TimeInForceEnum": "orders.models.TimeInForce",
+        "SelfTradePreventionEnum": "orders.models.SelfTrade",
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "ListingStatusEnum": "orders.models.ListingStatus",
     },
 }
 
@@ -248,12 +254,6 @@ STRIPE_ENABLED = bool(STRIPE_SECRET_KEY)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-        "SideEnum": "orders.models.Side",
-        "OrderTypeEnum": "orders.models.OrderType",
-        "TimeInForceEnum": "orders.models.TimeInForce",
-        "SelfTradePreventionEnum": "orders.models.SelfTrade",
-        "OrderStatusEnum": "orders.models.OrderStatus",
-        "ListingStatusEnum": "orders.models.ListingStatus",
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
