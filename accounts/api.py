@@ -36,15 +36,28 @@ class ApiKeySerializer(ModelSerializer):
         ]
 
 
+# What the columns hold (a bigger number was a 500): more than any key could use.
+MAX_TOKENS_LIMIT = 10**15
+MAX_REQUESTS_LIMIT = 2**31 - 1
+
+
 class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=80)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPE_CODES), min_length=1)
     expires_at = TimeField(required=False, allow_null=True)
     # limits of a ``consume`` key (the /v1 gateway); omitted or null: none
-    tokens_per_day = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tokens_per_month = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    tokens_per_day = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_TOKENS_LIMIT
+    )
+    tokens_per_month = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_TOKENS_LIMIT
+    )
+    requests_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_REQUESTS_LIMIT
+    )
+    tokens_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_TOKENS_LIMIT
+    )
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, max_length=100
     )

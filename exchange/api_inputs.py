@@ -24,7 +24,7 @@ def unknown_fields(data: Any, known: set[str] | frozenset[str]) -> dict[str, lis
 
 
 class StrictSerializer(serializers.Serializer):
-    """A request body: an unknown field is refused (``invalid``, details name it)."""
+    """An unknown field is refused: 400 invalid, its name in details."""
 
     def to_internal_value(self, data: Any) -> Any:
         known = {name for name, field in self.fields.items() if not field.read_only}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -21,6 +22,12 @@ from rest_framework.permissions import AllowAny
 from exchange.api_inputs import StrictSerializer
 
 DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
+# What exchange.input_edge refuses (400 malformed_request): control characters in the address,
+# and in JSON strings all but tab, newline and carriage return.
+URL_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+BODY_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# The dates a client names, 2000-01-01 to 9998-12-31 (exchange.input_bounds DATE_MIN/DATE_MAX).
+DATE_PATTERN = r"^(2\d{3}|[3-8]\d{3}|9[0-8]\d{2}|99[0-8]\d)-\d{2}-\d{2}$"
 
 
 def decimal_string(help_text: str = "", **options: Any) -> serializers.RegexField:
@@ -83,6 +90,8 @@ class ExchangeAutoSchema(AutoSchema):
         operation = super().get_operation(*args, **kwargs)
         if operation is None:
             return None
+        for parameter in operation.get("parameters", []):
+            _refuse_controls(parameter.get("schema", {}), URL_TEXT_PATTERN)
         responses = operation["responses"]
         error = self.resolve_serializer(ErrorSerializer(), "response").ref
         for status in self._error_statuses(operation):
@@ -96,11 +105,22 @@ class ExchangeAutoSchema(AutoSchema):
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
+    def _map_serializer_field(self, field: Any, direction: Any, *args: Any, **kwargs: Any) -> Any:
+        schema = super()._map_serializer_field(field, direction, *args, **kwargs)
+        if direction == "request" and isinstance(schema, dict):
+            _refuse_controls(schema, BODY_TEXT_PATTERN)
+        return schema
+
     def _map_basic_serializer(self, serializer: Any, direction: Any) -> dict[str, Any]:
         schema = super()._map_basic_serializer(serializer, direction)
         if isinstance(serializer, StrictSerializer):
             schema["additionalProperties"] = False  # an unknown field is refused
         return schema
+
+    def _body_fields(self) -> set[str]:
+        serializer = force_instance(self.get_request_serializer())
+        fields = getattr(serializer, "fields", None)
+        return set(fields) if fields is not None else set()
 
     def _error_statuses(self, operation: dict[str, Any]) -> list[str]:
         parameters = operation.get("parameters", [])
@@ -114,14 +134,13 @@ class ExchangeAutoSchema(AutoSchema):
             for code, response in operation["responses"].items()
             if code.startswith("2")
         )
-        statuses = []
-        if has_body or query:
-            statuses.append("400")
+        # any address may carry a control character (exchange.input_edge): 400 everywhere
+        statuses = ["400"]
         if authenticates:
             statuses.append("401")
         if not public:
             statuses.append("403")
-        if has_path or "market" in query:
+        if has_path or "market" in query or (has_body and "market" in self._body_fields()):
             statuses.append("404")
         if not csv_only:
             statuses.append("406")
@@ -130,3 +149,14 @@ class ExchangeAutoSchema(AutoSchema):
         if self.view.get_throttles():
             statuses.append("429")
         return statuses
+
+
+def _refuse_controls(schema: dict[str, Any], pattern: str) -> None:
+    """A free text string (no pattern, enum or format of its own) refuses control characters;
+    a date is within the bounds the API takes."""
+    if schema.get("type") == "string" and schema.get("format") == "date":
+        schema.setdefault("pattern", DATE_PATTERN)
+    elif schema.get("type") == "string" and not {"pattern", "enum", "format"} & set(schema):
+        schema["pattern"] = pattern
+    elif schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        _refuse_controls(schema["items"], pattern)

@@ -245,6 +245,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Stripe (optional) ------------------------------------------------------------------------
+    # request bodies get their own components: what is required, read-only or non-blank differs
+    "COMPONENT_SPLIT_REQUEST": True,
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")

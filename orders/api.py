@@ -8,7 +8,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -313,8 +318,20 @@ class OrderListApi(APIView):
         return Response({"cancel_requested": cancelled})
 
 
+@extend_schema_field(
+    {
+        "description": "An order as POST /orders takes it (OrderBodyRequest). An item that is "
+        "not one is refused on its own: status 400 in its result, the others are placed."
+    }
+)
+class BatchItemField(serializers.JSONField):
+    pass
+
+
 class BatchBodySerializer(StrictSerializer):
-    orders = OrderBodySerializer(many=True, min_length=1, max_length=MAX_BATCH)
+    orders = serializers.ListField(
+        child=BatchItemField(), min_length=1, max_length=MAX_BATCH, help_text="1 to 50 orders."
+    )
 
 
 class OrderBatchApi(APIView):

@@ -71,7 +71,9 @@ class BatchAnswerSerializer(serializers.Serializer):
 
 
 class CancelAllAnswerSerializer(serializers.Serializer):
-    cancel_requested = serializers.IntegerField(help_text="Open orders asked to cancel.")
+    cancel_requested = serializers.ListField(
+        child=serializers.IntegerField(), help_text="The ids of the open orders asked to cancel."
+    )
 
 
 class CapacityListingSerializer(serializers.Serializer):

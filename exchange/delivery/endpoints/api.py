@@ -68,17 +68,23 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# An HTTP header value: visible ASCII, no spaces (anything else could not be sent upstream).
+API_KEY_PATTERN = r"^[\x21-\x7e]+$"
+
+
 class EndpointCreateSerializer(StrictSerializer):
     market = serializers.CharField(help_text="Market symbol, e.g. QWEN3.6-PLUS-OUT-CNY.")
     base_url = serializers.URLField(
         max_length=300, help_text="OpenAI-compatible base URL, e.g. https://api.example.com/v1."
     )
-    api_key = serializers.CharField(
+    api_key = serializers.RegexField(
+        API_KEY_PATTERN,
         write_only=True,
         max_length=4096,
         trim_whitespace=False,
         style={"input_type": "password"},
-        help_text="The upstream API key. Stored encrypted; never returned.",
+        help_text="The upstream API key (printable ASCII, sent as a header). Stored encrypted; "
+        "never returned.",
     )
     model_id = serializers.CharField(max_length=200, help_text="The upstream's model id.")
     concurrency_limit = serializers.IntegerField(
@@ -91,7 +97,8 @@ class EndpointCreateSerializer(StrictSerializer):
 
 class EndpointUpdateSerializer(StrictSerializer):
     base_url = serializers.URLField(max_length=300, required=False)
-    api_key = serializers.CharField(
+    api_key = serializers.RegexField(
+        API_KEY_PATTERN,
         write_only=True,
         required=False,
         max_length=4096,
