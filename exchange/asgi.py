@@ -16,15 +16,17 @@ from exchange.delivery.endpoints.embedded import probes_start  # noqa: E402
 from exchange.delivery.escrow.embedded import escrow_jobs_start  # noqa: E402
 from exchange.delivery.gateway.proxy import GatewayApp  # noqa: E402
 from exchange.demo.simulator import demo_start  # noqa: E402
+from exchange.metrics import RequestEdge  # noqa: E402
 from exchange.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from exchange.runner.embedded import embedded_start  # noqa: E402
 from orders.fastpath import OrderFastPath  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # bots' order requests skip Django's request machinery (orders.fastpath)
+        # every request: an id (X-Request-ID, in its log lines) and its time (exchange.metrics);
+        # bots' order requests skip Django's request machinery (orders.fastpath);
         # /v1 (the OpenAI-compatible gateway) is async in front of everything else
-        "http": GatewayApp(OrderFastPath(django_asgi_app)),
+        "http": RequestEdge(GatewayApp(OrderFastPath(django_asgi_app))),
         # A session needs an allowed Origin; bots without one use API keys (exchange.routing).
         "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

@@ -1,6 +1,7 @@
 """Logging filters named by ``LOGGING`` in settings: one line per request, refusals without alarm.
 
-Imported while logging is configured, before the apps are loaded: standard library only.
+Imported while logging is configured, before the apps are loaded: standard library only (structlog
+only inside the JSON formatter's factory).
 """
 
 from __future__ import annotations
@@ -35,3 +36,25 @@ class ClientErrorsAtInfoFilter(logging.Filter):
         if isinstance(status, int) and 400 <= status < 500 and record.levelno > logging.INFO:
             record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
         return True
+
+
+def json_formatter() -> logging.Formatter:
+    """``LOG_FORMAT=json``: every record (the standard library's and structlog's) as one JSON
+    object — time (UTC, ISO 8601), level, logger, event, and the context bound to the request
+    that caused it (``request_id``, bound by ``exchange.metrics.RequestEdge``)."""
+    import structlog
+
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )

@@ -266,15 +266,27 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
+# --- Logs and metrics (docs/operations.md) --------------------------------------------------
+# plain: a line of text (development); json: one JSON object per line (production log shippers)
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
+# /metrics (Prometheus): this bearer token when set; otherwise loopback callers only
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # one JSON object per line, with the request id of the request that caused it
+        "json": {"()": "exchange.logs.json_formatter"},
+    },
     "filters": {
         "client_errors_once": {"()": "exchange.logs.ClientErrorsOnceFilter"},
         "client_errors_at_info": {"()": "exchange.logs.ClientErrorsAtInfoFilter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # Django's default config gives "django" a console handler of its own (DEBUG only) and

@@ -7,6 +7,7 @@ from accounts.funding.urls import web_urlpatterns as funding_pages
 from accounts.funding.webhooks import stripe_webhook
 from accounts.login_security import TwoFactorAdminSite
 from exchange import views
+from exchange.metrics import metrics_view
 
 # The admin: staff verified by TOTP in this session, logging in through the site's throttled
 # login (django-otp's documented swap, so every ModelAdmin registered on admin.site stays).
@@ -17,6 +18,7 @@ urlpatterns = [
     path("", include("exchange.web.urls")),
     path("", include("exchange.delivery.endpoints.web_urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("i18n/", include("django.conf.urls.i18n")),

@@ -43,6 +43,12 @@ from exchange.marketdata.state import (
     ticker_forget,
 )
 from exchange.markets.models import Market, MarketStatus
+from exchange.metrics import (
+    RUNNER_BATCH_COMMANDS,
+    RUNNER_BATCH_SECONDS,
+    RUNNER_COMMIT_SECONDS,
+    RUNNER_LAG_SECONDS,
+)
 from exchange.runner.progress import progress_announce
 from exchange.runner.sql import rows_insert, rows_update
 from exchange.times import time_ms
@@ -254,7 +260,13 @@ class MarketRunner:
         refused: set[int] = set()
         while True:
             try:
-                return self._step(limit, refused)
+                started = time.perf_counter()
+                applied = self._step(limit, refused)
+                if applied:
+                    symbol = self.market.symbol
+                    RUNNER_BATCH_COMMANDS.labels(symbol).observe(applied)
+                    RUNNER_BATCH_SECONDS.labels(symbol).observe(time.perf_counter() - started)
+                return applied
             except UndeliverableSales as undeliverable:
                 # Rare (the ask outlived its tokens before the expiry tasks ran): the batch
                 # was rolled back; it runs again with those asks cancelled before matching,
@@ -284,13 +296,16 @@ class MarketRunner:
             # dead as it passes and stops at the LIMIT.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL enable_bitmapscan = off")
-            commands = list(
+            rows = list(
                 OrderCommand.objects.filter(market=self.market, seq__isnull=True)
                 .order_by("id")
-                .values_list("id", "order_id", "kind")[:limit]
+                .values_list("id", "order_id", "kind", "created_at")[:limit]
             )
-            if not commands:
+            if not rows:
                 return 0
+            lag = (timezone.now() - rows[0][3]).total_seconds()
+            RUNNER_LAG_SECONDS.labels(self.market.symbol).set(max(lag, 0.0))
+            commands = [row[:3] for row in rows]
             if refused:
                 commands = self._refusals_journal(refused, commands)
             orders = orders_load({order_id for _, order_id, _ in commands})
@@ -367,6 +382,9 @@ class MarketRunner:
             market_id = self.market.id
 
             def after_commit() -> None:
+                RUNNER_COMMIT_SECONDS.labels(self.market.symbol).observe(
+                    time.perf_counter() - written
+                )
                 # Each step on its own: a cache outage must not cost the waiting requests
                 # their wake-up nor the users their private updates.
                 try:
@@ -384,6 +402,7 @@ class MarketRunner:
                     )
 
             transaction.on_commit(after_commit, robust=True)
+            written = time.perf_counter()  # what remains of the batch is its commit
             return len(commands)
 
     def _refusals_journal(
