@@ -229,6 +229,8 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # request bodies get their own components: what is required, read-only or non-blank differs
+    "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -245,8 +247,6 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Stripe (optional) ------------------------------------------------------------------------
-    # request bodies get their own components: what is required, read-only or non-blank differs
-    "COMPONENT_SPLIT_REQUEST": True,
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
