@@ -19,8 +19,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+# The ccxt exchange class ships as its own package (clients/ccxt); the suite tests it live.
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml clients/ccxt/pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e clients/ccxt
 	touch $@ $(VENV)/.installed
 
 # Front-end libraries (package.json + lockfile), served as static files; never a CDN.
