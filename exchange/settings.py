@@ -210,9 +210,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "exchange.api_schema.ExchangeAutoSchema",
     "EXCEPTION_HANDLER": "exchange.api_errors.exception_handler",
+    # per API key (or session user) when authenticated, per IP otherwise; RateLimit-* headers
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "exchange.api_throttles.AnonRateThrottle",
+        "exchange.api_throttles.KeyRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="600/minute"),

@@ -49,6 +49,7 @@ from rest_framework import exceptions
 
 from accounts.authentication import ApiKeyAuthentication, HasScope
 from exchange.api_errors import error_body, exception_handler
+from exchange.api_throttles import rate_limit_headers, rate_limit_record
 from exchange.db import array_param, server_bound_cursor
 from exchange.errors import ExchangeError
 from exchange.runner.progress import FALLBACK_SECONDS, progress_listen, progress_unlisten
@@ -94,6 +95,7 @@ class _Call:
 
     __slots__ = (
         "answered",
+        "auth",
         "authorization",
         "body",
         "created",
@@ -103,6 +105,7 @@ class _Call:
         "orders",
         "parsed",
         "placed",
+        "rate_limit",
         "results",
         "secure",
         "user",
@@ -126,6 +129,8 @@ class _Call:
         self.loop = loop
         self.future = future
         self.user: Any = None
+        self.auth: Any = None  # the API key
+        self.rate_limit: tuple[int, int, int] | None = None  # for the RateLimit-* headers
         self.orders: list[Order] = []  # placed, as last read
         self.created = False
         self.parsed: list[Any] = []  # a batch's (position, request)
@@ -272,7 +277,7 @@ class IntakeWorker:
         permission = HasScope()
         if not permission.has_permission(request, call.view):  # type: ignore[arg-type]
             raise exceptions.PermissionDenied(permission.message)
-        call.user = request.user
+        call.user, call.auth = request.user, request.auth
 
     def _throttled(self, admitted: list[_Call]) -> list[_Call]:
         """The view's throttles (DRF's ``SimpleRateThrottle``: same keys, same histories, so
@@ -280,7 +285,7 @@ class IntakeWorker:
         instead of a read and a write per request. Answers the refused calls."""
         checks: list[tuple[_Call, Any]] = []
         for call in admitted:
-            request = SimpleNamespace(user=call.user, META={})
+            request = SimpleNamespace(user=call.user, auth=call.auth, META={})
             view = call.view()
             for throttle in view.get_throttles():
                 if throttle.rate is None:
@@ -309,6 +314,7 @@ class IntakeWorker:
             else:
                 history.insert(0, now)
                 changed[throttle.key] = (history, throttle.duration)
+            rate_limit_record(call, throttle.num_requests, history, now, throttle.duration)
         for duration in {d for _, d in changed.values()}:
             store.set_many({k: h for k, (h, d) in changed.items() if d == duration}, duration)
         allowed = []
@@ -408,6 +414,8 @@ class IntakeWorker:
         call.answered = True
         status, headers, body = answer
         headers = _security_headers(call.secure) + headers
+        limits = rate_limit_headers(call)
+        headers += [(name.lower().encode(), value.encode()) for name, value in limits.items()]
         try:
             call.loop.call_soon_threadsafe(_settle, call.future, (status, headers, body))
         except RuntimeError:  # its event loop is gone (the server is shutting down)

@@ -74,7 +74,7 @@ def test_a_missing_body_is_invalid(client) -> None:
 def test_a_bad_cursor_is_a_400_naming_it(client, path) -> None:
     error = error_of(client.get(path, {"cursor": "not-a-cursor"}), 400)
     assert error["code"] == "invalid"
-    assert error["details"] == {"cursor": ["Invalid cursor."]}
+    assert list(error["details"]) == ["cursor"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "100000"])

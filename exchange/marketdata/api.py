@@ -43,7 +43,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 class PublicApi(APIView):
     permission_classes = [AllowAny]
-    authentication_classes = []
+    # no key needed; a key sent is checked, and its requests count against the key
 
 
 class TickerApi(PublicApi):

@@ -54,7 +54,7 @@ class MarketSerializer(serializers.ModelSerializer):
 
 class MarketListApi(APIView):
     permission_classes = [AllowAny]
-    authentication_classes = []
+    # no key needed; a key sent is checked, and its requests count against the key
 
     @extend_schema(responses=MarketSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -63,7 +63,7 @@ class MarketListApi(APIView):
 
 class MarketDetailApi(APIView):
     permission_classes = [AllowAny]
-    authentication_classes = []
+    # no key needed; a key sent is checked, and its requests count against the key
 
     @extend_schema(responses=MarketSerializer)
     def get(self, request: Request, symbol: str) -> Response:

@@ -376,3 +376,26 @@ def test_a_chunked_body_is_read_not_taken_for_empty(app, bot) -> None:
     assert status == 201, answer
     assert answer["client_order_id"] == "chunked"
     assert Order.objects.filter(user=user).count() == 1
+
+
+def test_both_paths_give_the_rate_limit_headers(app, bot, monkeypatch) -> None:
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    from exchange.api_throttles import KeyRateThrottle
+
+    _, key = bot
+    monkeypatch.setattr(OrderListApi, "throttle_classes", [KeyRateThrottle])
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"user": "3/minute"})
+    cache.clear()
+    seen = []
+    for cookie in (None, "x=1", None):  # fast, Django, fast: one budget, the key's
+        _, headers, _ = call(
+            app, "/api/v1/orders", order(), key=key, headers={"cookie": cookie} if cookie else None
+        )
+        seen.append((headers["ratelimit-limit"], headers["ratelimit-remaining"]))
+        assert 0 < int(headers["ratelimit-reset"]) <= 60
+    assert seen == [("3", "2"), ("3", "1"), ("3", "0")]
+    status, headers, _ = call(app, "/api/v1/orders", order(), key=key)
+    assert (status, headers["ratelimit-remaining"]) == (429, "0")
+    assert int(headers["retry-after"]) > 0

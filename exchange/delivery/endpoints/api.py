@@ -295,7 +295,7 @@ class ProviderStatsSerializer(serializers.Serializer):
 
 class MarketProvidersApi(APIView):
     permission_classes = [AllowAny]
-    authentication_classes = []
+    # no key needed; a key sent is checked, and its requests count against the key
 
     @extend_schema(
         operation_id="market_providers",
