@@ -37,7 +37,7 @@ def decimal_string(help_text: str = "", **options: Any) -> serializers.RegexFiel
 
 class ErrorBodySerializer(serializers.Serializer):
     code = serializers.CharField(
-        help_text="Stable and machine-readable; the table of codes is docs/api-errors.md."
+        help_text="Stable and machine-readable; the table of codes is in docs/api.md (Errors)."
     )
     message = serializers.CharField(help_text="For people, in the request's language.")
     details = serializers.DictField(
@@ -82,7 +82,20 @@ ERRORS = {
     "406": "`not_acceptable`: the `Accept` header allows no JSON.",
     "415": "`unsupported_media_type`: send `Content-Type: application/json`.",
     "429": "`rate_limited`: wait `Retry-After` seconds.",
+    "503": "`service_unavailable`: the database or Redis cannot be reached; retry after "
+    "`Retry-After` seconds (nothing was changed).",
 }
+
+_INTEGER = {"type": "integer", "minimum": 0}
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": {
+        "schema": _INTEGER,
+        "description": "Requests allowed per window: per API key, or per IP address without one.",
+    },
+    "RateLimit-Remaining": {"schema": _INTEGER, "description": "Left in this window."},
+    "RateLimit-Reset": {"schema": _INTEGER, "description": "Seconds until the window has room."},
+}
+RETRY_AFTER_HEADER = {"Retry-After": {"schema": _INTEGER, "description": "Seconds to wait."}}
 
 
 class ExchangeAutoSchema(AutoSchema):
@@ -102,6 +115,12 @@ class ExchangeAutoSchema(AutoSchema):
                     "content": {"application/json": {"schema": error}},
                 },
             )
+        for status, response in responses.items():
+            if self.view.get_throttles():  # rate-limited answers say where the caller stands
+                headers = response.setdefault("headers", {})
+                headers.update(RATE_LIMIT_HEADERS)
+                if status in ("429", "503"):
+                    headers.update(RETRY_AFTER_HEADER)
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
@@ -148,6 +167,7 @@ class ExchangeAutoSchema(AutoSchema):
             statuses.append("415")
         if self.view.get_throttles():
             statuses.append("429")
+        statuses.append("503")  # exchange.outages: a dependency down, every operation
         return statuses
 
 
