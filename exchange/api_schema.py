@@ -15,7 +15,7 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import force_instance
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
@@ -53,17 +53,13 @@ class ErrorSerializer(serializers.Serializer):
         ref_name = "Error"
 
 
-ERROR_EXAMPLE = OpenApiExample(
-    "invalid",
-    value={
-        "error": {
-            "code": "invalid",
-            "message": "timeInForce: Unknown field.",
-            "details": {"timeInForce": ["Unknown field."]},
-        }
-    },
-    response_only=True,
-)
+INVALID_EXAMPLE = {
+    "error": {
+        "code": "invalid",
+        "message": "timeInForce: Unknown field.",
+        "details": {"timeInForce": ["Unknown field."]},
+    }
+}
 
 
 def error_response(description: str) -> OpenApiResponse:
@@ -115,6 +111,11 @@ class ExchangeAutoSchema(AutoSchema):
                     "content": {"application/json": {"schema": error}},
                 },
             )
+        invalid = responses["400"]["content"]["application/json"]
+        if "requestBody" in operation and "examples" not in invalid:
+            invalid["examples"] = {
+                "invalid": {"value": INVALID_EXAMPLE, "summary": "An unknown field, named"}
+            }
         for status, response in responses.items():
             if self.view.get_throttles():  # rate-limited answers say where the caller stands
                 headers = response.setdefault("headers", {})

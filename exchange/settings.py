@@ -226,7 +226,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Token Exchange API",
     "DESCRIPTION": (
         "Trade LLM token capacity. Prices are quote currency per 1,000,000 tokens (MTok); "
-        "quantities are in MTok. Authenticate bots with `Authorization: Bearer <api key>`."
+        "quantities are in MTok. Authenticate bots with `Authorization: Bearer <api key>`. "
+        "The OpenAI-compatible gateway (`/v1/chat/completions`, `/v1/models`, keys with the "
+        "`consume` scope) is not described here: it follows OpenAI's API and error format."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
