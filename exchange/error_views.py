@@ -19,7 +19,7 @@ _API_ERRORS = {
 
 
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
+    return request.path == "/api" or request.path.startswith("/api/")
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

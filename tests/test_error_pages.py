@@ -36,10 +36,11 @@ def test_unknown_market_gets_the_sites_404_page(client: Client, settings, debug)
 @pytest.mark.parametrize("debug", [True, False])
 def test_unknown_api_url_answers_json_404(client: Client, settings, debug) -> None:
     settings.DEBUG = debug
-    response = client.get("/api/v1/no-such-thing")
-    assert response.status_code == 404
-    assert response["Content-Type"] == "application/json"
-    assert response.json() == API_NOT_FOUND
+    for path in ("/api/v1/no-such-thing", "/api", "/api/", "/api/v2/x"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == API_NOT_FOUND
 
 
 @pytest.mark.parametrize("debug", [True, False])
