@@ -136,3 +136,32 @@ class EndpointEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} for provider {self.provider_id} in market {self.market_id}"
+
+
+class EndpointOutage(models.Model):
+    """A past outage of a provider's endpoint in a market: from the dead-man switch (DOWN) to
+    the check that found it answering again (or its removal while down). The outage still going
+    on is the endpoint's ``down_since``. Take-or-pay credits the buyers of the provider's lots
+    for the share of a lot's life it covered (``escrow.services``); kept, never pruned (one row
+    per outage)."""
+
+    provider = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="endpoint_outages"
+    )
+    market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="+")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [
+            models.Index(fields=["provider", "market", "ended_at"], name="outage_provider_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ended_at__gte=models.F("started_at")), name="outage_ends_after_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"outage of provider {self.provider_id} in market {self.market_id}"

@@ -25,7 +25,12 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from exchange.delivery.endpoints.crypto import secret_decrypt
 from exchange.delivery.endpoints.errors import EndpointUnhealthy
-from exchange.delivery.endpoints.models import Endpoint, EndpointEvent, HealthStatus
+from exchange.delivery.endpoints.models import (
+    Endpoint,
+    EndpointEvent,
+    EndpointOutage,
+    HealthStatus,
+)
 from exchange.errors import EndpointNotFound
 from exchange.markets.models import Market, TokenKind
 
@@ -109,6 +114,33 @@ def outages_get(*, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], dat
     for provider, market, failing_since in rows:
         if (provider, market) in found:
             found[provider, market] = failing_since
+    return found
+
+
+def outage_intervals_get(
+    *, market_id: int, provider_ids: Iterable[int], start: datetime, end: datetime
+) -> dict[int, list[tuple[datetime, datetime]]]:
+    """Each provider's outages (DOWN: past the dead-man window) of its endpoint in the market
+    that overlap [start, end]: the past ones and the one going on (up to now)."""
+    wanted = set(provider_ids)
+    found: dict[int, list[tuple[datetime, datetime]]] = {provider: [] for provider in wanted}
+    if not wanted:
+        return found
+    past = EndpointOutage.objects.filter(
+        provider_id__in=wanted, market_id=market_id, started_at__lt=end, ended_at__gt=start
+    ).values_list("provider_id", "started_at", "ended_at")
+    for provider, started, ended in past:
+        found[provider].append((started, ended))
+    now = timezone.now()
+    current = Endpoint.objects.filter(
+        provider_id__in=wanted,
+        market_id=market_id,
+        status=HealthStatus.DOWN,
+        down_since__isnull=False,
+        down_since__lt=end,
+    ).values_list("provider_id", "down_since")
+    for provider, down_since in current:
+        found[provider].append((down_since, max(now, down_since)))
     return found
 
 

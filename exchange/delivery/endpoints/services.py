@@ -25,6 +25,7 @@ from exchange.delivery.endpoints.errors import EndpointExists
 from exchange.delivery.endpoints.models import (
     Endpoint,
     EndpointEvent,
+    EndpointOutage,
     EventKind,
     HealthSample,
     HealthStatus,
@@ -184,6 +185,7 @@ def endpoint_delete(*, user: User, endpoint_id: int) -> list[int]:
     endpoint = endpoint_get(user=user, endpoint_id=endpoint_id)
     market = endpoint.market
     with transaction.atomic(durable=True):
+        _outage_close(endpoint, timezone.now())
         endpoint.delete()
     cancelled = asks_cancel(provider=user, market=market)
     if cancelled:
@@ -221,7 +223,19 @@ def asks_cancel(*, provider: User, market: Market) -> list[int]:
 
 
 # --- health: samples, probes, the dead-man switch ---------------------------------------------
+def _outage_close(endpoint: Endpoint, now: datetime) -> None:
+    """A DOWN endpoint answers again, or goes: its outage joins the history take-or-pay reads."""
+    if endpoint.status == HealthStatus.DOWN and endpoint.down_since is not None:
+        EndpointOutage.objects.create(
+            provider_id=endpoint.provider_id,
+            market_id=endpoint.market_id,
+            started_at=endpoint.down_since,
+            ended_at=max(now, endpoint.down_since),
+        )
+
+
 def _mark_answering(endpoint: Endpoint, now: datetime) -> None:
+    _outage_close(endpoint, now)
     endpoint.status = HealthStatus.HEALTHY
     endpoint.last_checked_at = now
     endpoint.last_success_at = now

@@ -46,6 +46,8 @@ from exchange.runner.sql import rows_update
 
 logger = logging.getLogger(__name__)
 
+MICROSECOND = timedelta(microseconds=1)
+
 _LOT_COUNTERS = (
     "reserved_tokens",
     "delivered_tokens",
@@ -853,8 +855,10 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
     Take-or-pay assumes the capacity could be consumed: when the provider's endpoint for the
     market was failing at expiry and since at least the dead-man window before the lot's end,
     the unconsumed tokens are credited to the holder in full instead (``credited``, visible on
-    both sides as the lot's credit), their escrow back to the holder."""
-    from exchange.delivery.endpoints.selectors import outages_get
+    both sides as the lot's credit), their escrow back to the holder. Otherwise the share of the
+    lot's life (from its creation to its expiry) that the endpoint spent DOWN is credited the
+    same way (``_downtime_credit``), and only the rest is the provider's."""
+    from exchange.delivery.endpoints.selectors import outage_intervals_get, outages_get
 
     now = timezone.now()
     with transaction.atomic(durable=True):
@@ -869,6 +873,12 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
             if available < total:
                 return _Shortfall(total - available)
             outages = outages_get(keys={(lot.provider_id, market.id) for lot in lots})
+            downs = outage_intervals_get(
+                market_id=market.id,
+                provider_ids={lot.provider_id for lot in lots},
+                start=min(lot.created_at for lot in lots),
+                end=max(lot.expires_at for lot in lots),
+            )
             window = timedelta(seconds=settings.DELIVERY_DEADMAN_SECONDS)
             refund = 0
             for lot in lots:
@@ -884,8 +894,14 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
                     lot.credited_units += value
                     refund += value
                 else:
-                    lot.unconsumed_tokens += tokens
-                    lot.earned_units += value
+                    credit = _downtime_credit(tokens, lot, downs[lot.provider_id])
+                    credit_value = escrow_slice(lot.escrow_units, drawn + credit, lot.bought_tokens)
+                    credit_value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
+                    lot.credited_tokens += credit
+                    lot.credited_units += credit_value
+                    refund += credit_value
+                    lot.unconsumed_tokens += tokens - credit
+                    lot.earned_units += value - credit_value
             # the retired totals only grow: (lot, retired after) names one retirement
             digest = hashlib.sha256(
                 ",".join(
@@ -902,6 +918,21 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
             )
         _lots_save(lots, now)
         return len(lots)
+
+
+def _downtime_credit(tokens: int, lot: Lot, outages: list[tuple[datetime, datetime]]) -> int:
+    """Of ``tokens`` left unconsumed in ``lot``, those credited back: the share of the lot's life
+    its provider's endpoint was DOWN (in whole microseconds, rounded down: the provider keeps
+    a fraction of a token). Outages may not overlap each other (one endpoint per provider and
+    market), so their overlaps with the lot add up."""
+    life = (lot.expires_at - lot.created_at) // MICROSECOND
+    if life <= 0 or not outages:
+        return 0
+    down = 0
+    for started, ended in outages:
+        overlap = min(ended, lot.expires_at) - max(started, lot.created_at)
+        down += max(overlap // MICROSECOND, 0)
+    return tokens * min(down, life) // life
 
 
 # one group commit each per process (see ``grouping``); 100: a group's statements stay small

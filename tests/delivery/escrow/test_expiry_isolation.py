@@ -1,6 +1,7 @@
 """Take-or-pay expiry cancels only the asks it must (newest first), and one holder's failure
 does not stop the others' (review finding 13); a provider whose endpoint was down is not
-paid take-or-pay (review finding 5)."""
+paid take-or-pay: in full when down at the end, for its share of the lot's life otherwise
+(review finding 5)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,63 @@ def test_take_or_pay_pays_a_provider_whose_endpoint_failed_only_at_the_very_end(
     assert (lot.unconsumed_tokens, lot.credited_tokens) == (MTOK, 0)
     assert balance(provider.user, "CNY")[0] - provider_cny == 8 * CNY - 8 * CNY // 1000
     assert_audit_ok()
+
+
+def test_take_or_pay_credits_the_share_of_the_lots_life_its_provider_was_down(
+    pair, provider, make_trader, make_user
+):
+    from exchange.delivery.endpoints import services as endpoints
+    from exchange.delivery.endpoints.models import Endpoint, EndpointOutage, HealthStatus
+    from exchange.delivery.endpoints.upstream import ProbeResult
+
+    # given: a buyer's 1 MTok lot (8 CNY in escrow), 4 days from its creation to its expiry
+    buyer = make_trader(cny=100)
+    assert buyer.order(market=OUT, side="buy", price="8.00", quantity="1")["status"] == "filled"
+    lot = Lot.objects.get(holder=buyer.user)
+    Lot.objects.filter(id=lot.id).update(expires_at=lot.created_at + timedelta(days=4))
+    lot.refresh_from_db()
+    endpoint = Endpoint.objects.get(provider=provider.user, market__symbol=OUT)
+    # and: the provider's endpoint was DOWN for one of those days, then answered a probe again
+    down_from = lot.created_at + timedelta(days=1)
+    Endpoint.objects.filter(id=endpoint.id).update(
+        status=HealthStatus.DOWN, failing_since=down_from, down_since=down_from
+    )
+    answered = ProbeResult(ok=True, first_token_ms=100, output_tokens_per_second=None, error="")
+    endpoints.probe_result_record(
+        endpoint_id=endpoint.id, result=answered, now=down_from + timedelta(days=1)
+    )
+    outage = EndpointOutage.objects.get(provider=provider.user)
+    assert (outage.started_at, outage.ended_at) == (down_from, down_from + timedelta(days=1))
+    # and: another provider's outage in the same market changes nothing for this lot
+    other = make_user(role="provider")
+    EndpointOutage.objects.create(
+        provider=other, market=endpoint.market, started_at=lot.created_at, ended_at=lot.expires_at
+    )
+    buyer_cny, provider_cny = balance(buyer.user, "CNY")[0], balance(provider.user, "CNY")[0]
+
+    # when: the lot expires unconsumed
+    services.lots_expire_due(now=lot.expires_at + timedelta(seconds=1))
+
+    # then: a quarter of it is credited back to the buyer, three quarters paid to the provider
+    lot.refresh_from_db()
+    assert (lot.credited_tokens, lot.unconsumed_tokens) == (MTOK // 4, MTOK - MTOK // 4)
+    assert lot.credited_units == 2 * CNY
+    assert balance(buyer.user, "CNY")[0] - buyer_cny == 2 * CNY
+    # (its 0.1% maker fee on what it earned)
+    assert balance(provider.user, "CNY")[0] - provider_cny == 6 * CNY - 6 * CNY // 1000
+    assert_audit_ok()
+
+
+def test_an_endpoint_removed_while_down_keeps_its_outage(pair, provider):
+    from exchange.delivery.endpoints import services as endpoints
+    from exchange.delivery.endpoints.models import Endpoint, EndpointOutage, HealthStatus
+
+    endpoint = Endpoint.objects.get(provider=provider.user, market__symbol=OUT)
+    since = timezone.now() - timedelta(hours=3)
+    Endpoint.objects.filter(id=endpoint.id).update(
+        status=HealthStatus.DOWN, failing_since=since, down_since=since
+    )
+    endpoints.endpoint_delete(user=provider.user, endpoint_id=endpoint.id)
+    outage = EndpointOutage.objects.get(provider=provider.user)
+    assert outage.started_at == since
+    assert outage.ended_at > since + timedelta(hours=3) - timedelta(seconds=5)
