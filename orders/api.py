@@ -22,13 +22,23 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope
 from exchange.api_errors import error_body
 from exchange.api_inputs import UNKNOWN_FIELD, StrictSerializer, unknown_fields
-from exchange.api_paging import StrictCursorPagination
 from exchange.api_schema import error_response
 from exchange.errors import ExchangeError, ValidationFailed
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get
+from exchange.paging import HistoryCursor
+from exchange.times import time_text
 from orders import capacity
-from orders.models import Order, OrderStatus, OrderType, SelfTrade, Side, TimeInForce, Trade
+from orders.models import (
+    OPEN_STATUSES,
+    Order,
+    OrderStatus,
+    OrderType,
+    SelfTrade,
+    Side,
+    TimeInForce,
+    Trade,
+)
 from orders.schemas import (
     PLACE_ERRORS,
     BatchAnswerSerializer,
@@ -38,7 +48,7 @@ from orders.schemas import (
     OrderSerializer,
     OrderWithFillsSerializer,
 )
-from orders.selectors import fill_list, order_get, order_list
+from orders.selectors import fill_list, order_get, order_get_by_client_id, order_list
 from orders.services import (
     OrderRequest,
     order_cancel,
@@ -84,12 +94,12 @@ def order_json(order: Order) -> dict[str, Any]:
         "fee_currency": market.quote_currency,
         "status": order.status,
         "time_in_force": order.time_in_force,
-        "expire_time": order.expire_time.isoformat() if order.expire_time else None,
+        "expire_time": time_text(order.expire_time),
         "post_only": order.post_only,
         "stp": order.stp,
         "cancel_reason": order.cancel_reason or None,
-        "created_at": order.created_at.isoformat(),
-        "updated_at": order.updated_at.isoformat(),
+        "created_at": time_text(order.created_at),
+        "updated_at": time_text(order.updated_at),
     }
 
 
@@ -111,7 +121,7 @@ def fill_json(trade: Trade, user_id: int) -> dict[str, Any]:
         "fee": units_to_amount(market, trade.buyer_fee if is_buyer else trade.seller_fee),
         "fee_currency": market.quote_currency,
         "liquidity": "taker" if trade.taker_side == side else "maker",
-        "created_at": trade.created_at.isoformat(),
+        "created_at": time_text(trade.created_at),
     }
 
 
@@ -255,10 +265,7 @@ def order_with_fills_json(order: Order, trades: list[Trade] | None = None) -> di
     return data
 
 
-class IdCursor(StrictCursorPagination):
-    page_size = 100
-    page_size_query_param = "limit"
-    max_page_size = 500
+IdCursor = HistoryCursor  # orders and fills: by id, windowed by created_at
 
 
 class OrderListApi(APIView):
@@ -314,8 +321,14 @@ class OrderListApi(APIView):
     def delete(self, request: Request) -> Response:
         symbol = request.query_params.get("market")
         market = market_get(symbol=symbol) if symbol else None
-        cancelled = order_cancel_all(user=request.user, market=market)
-        return Response({"cancel_requested": cancelled})
+        requested = order_cancel_all(user=request.user, market=market)
+        orders = list(Order.objects.select_related("market").filter(id__in=requested))
+        timeout = settings.ORDER_WAIT_SECONDS
+        orders = orders_wait(orders=orders, timeout=timeout, settled=OPEN_STATUSES)
+        orders.sort(key=lambda order: order.id)
+        return Response(
+            {"cancel_requested": requested, "orders": [order_json(order) for order in orders]}
+        )
 
 
 @extend_schema_field(
@@ -433,10 +446,38 @@ class OrderDetailApi(APIView):
         operation_id="order_cancel",
     )
     def delete(self, request: Request, order_id: int) -> Response:
-        order = order_cancel(user=request.user, order_id=order_id)
-        order.refresh_from_db()
-        order = order_cancel_wait(order=order, timeout=settings.ORDER_WAIT_SECONDS)
-        return Response(order_json(order))
+        return Response(_cancel(request, order_id))
+
+
+def _cancel(request: Request, order_id: int) -> dict[str, Any]:
+    order = order_cancel(user=request.user, order_id=order_id)
+    order.refresh_from_db()
+    order = order_cancel_wait(order=order, timeout=settings.ORDER_WAIT_SECONDS)
+    return order_json(order)
+
+
+class OrderByClientIdApi(APIView):
+    """An order addressed by the ``client_order_id`` the client gave it (what ccxt's
+    ``params={"clientOrderId": ...}`` means)."""
+
+    permission_classes = [HasScope]
+    required_scopes = {"GET": "read", "DELETE": "trade"}
+
+    @extend_schema(responses=OrderWithFillsSerializer, operation_id="order_get_by_client_id")
+    def get(self, request: Request, client_order_id: str) -> Response:
+        order = order_get_by_client_id(user=request.user, client_order_id=client_order_id)
+        return Response(order_with_fills_json(order))
+
+    @extend_schema(
+        responses={
+            200: OrderSerializer,
+            409: error_response("`order_not_open`: filled, cancelled or rejected already."),
+        },
+        operation_id="order_cancel_by_client_id",
+    )
+    def delete(self, request: Request, client_order_id: str) -> Response:
+        order = order_get_by_client_id(user=request.user, client_order_id=client_order_id)
+        return Response(_cancel(request, order.id))
 
 
 class FillListApi(APIView):

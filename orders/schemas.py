@@ -74,6 +74,11 @@ class CancelAllAnswerSerializer(serializers.Serializer):
     cancel_requested = serializers.ListField(
         child=serializers.IntegerField(), help_text="The ids of the open orders asked to cancel."
     )
+    orders = OrderSerializer(
+        many=True,
+        help_text="Those orders as they are after the cancels (cancelled, or filled meanwhile; "
+        "still open only if the engine did not answer in time).",
+    )
 
 
 class CapacityListingSerializer(serializers.Serializer):

@@ -194,6 +194,10 @@ def test_cancel_and_cancel_all_release_holds(market, trader, fund) -> None:
     assert again.json()["error"]["code"] == "order_not_open"
     response = buyer.delete(f"/api/v1/orders?market={SYMBOL}")
     assert sorted(response.json()["cancel_requested"]) == sorted(ids[1:])
+    # the answer is the cancelled orders themselves, as they are now
+    assert [(o["id"], o["status"]) for o in response.json()["orders"]] == [
+        (ids[1], "cancelled"), (ids[2], "cancelled"),
+    ]  # fmt: skip
     assert balance(buyer.user, "CNY") == (100 * CNY, 0)
     assert buyer.get("/api/v1/orders?status=open").json()["results"] == []
     assert len(buyer.get("/api/v1/orders?status=closed").json()["results"]) == 3

@@ -22,6 +22,7 @@ from exchange.api_schema import ErrorSerializer
 from exchange.delivery.endpoints import selectors, services
 from exchange.delivery.endpoints.models import Endpoint, EndpointEvent, HealthStatus
 from exchange.markets.selectors import market_get
+from exchange.paging import ModelSerializer
 
 
 class IsProvider(BasePermission):
@@ -32,7 +33,7 @@ class IsProvider(BasePermission):
         return profile is not None and profile.is_provider
 
 
-class EndpointSerializer(serializers.ModelSerializer):
+class EndpointSerializer(ModelSerializer):
     """An endpoint as its provider sees it (never its API key)."""
 
     market = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
@@ -112,7 +113,7 @@ class EndpointUpdateSerializer(StrictSerializer):
     )
 
 
-class EndpointEventSerializer(serializers.ModelSerializer):
+class EndpointEventSerializer(ModelSerializer):
     market = serializers.SlugRelatedField(slug_field="symbol", read_only=True)
     endpoint_id = serializers.IntegerField(read_only=True, allow_null=True)
     cancelled_order_ids = serializers.ListField(child=serializers.IntegerField(), read_only=True)
