@@ -376,6 +376,23 @@ CELERY_BEAT_SCHEDULE["delivery-endpoint-probe"] = {
 }
 
 # --- Delivery: escrow -----------------------------------------------------------------------
+# Per-provider limits on capacity listings (an approved provider's; each refusal is a 4xx
+# with its own code, nothing written). Sizes in tokens. Together they keep every provider's
+# issuance account far inside the ledger's range (orders.capacity).
+CAPACITY_MAX_LISTING_TOKENS = env.int("CAPACITY_MAX_LISTING_TOKENS", default=10**12)
+CAPACITY_MAX_OUTSTANDING_TOKENS = env.int("CAPACITY_MAX_OUTSTANDING_TOKENS", default=10**13)
+CAPACITY_MAX_ACTIVE_LISTINGS = env.int("CAPACITY_MAX_ACTIVE_LISTINGS", default=200)
+CAPACITY_MAX_HORIZON_DAYS = env.int("CAPACITY_MAX_HORIZON_DAYS", default=90)
+if not (
+    0 < CAPACITY_MAX_LISTING_TOKENS <= CAPACITY_MAX_OUTSTANDING_TOKENS <= 10**15
+    and CAPACITY_MAX_ACTIVE_LISTINGS > 0
+    and 0 < CAPACITY_MAX_HORIZON_DAYS <= 3660
+):
+    raise ImproperlyConfigured(
+        "Capacity limits: 0 < CAPACITY_MAX_LISTING_TOKENS <= CAPACITY_MAX_OUTSTANDING_TOKENS"
+        " <= 10**15, CAPACITY_MAX_ACTIVE_LISTINGS > 0, 0 < CAPACITY_MAX_HORIZON_DAYS <= 3660."
+    )
+
 # Providers are paid out of escrow for delivered tokens in batches, this often.
 DELIVERY_ESCROW_RELEASE_SECONDS = env.float("DELIVERY_ESCROW_RELEASE_SECONDS", default=60.0)
 # An open reservation older than this was left by a dead gateway process: the gateway's reaper

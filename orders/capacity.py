@@ -9,24 +9,27 @@ a Celery periodic task; it runs in two passes because cancels go through the eng
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy
 
 from accounts.models import Profile, User
 from accounts.onboarding import provider_require_approved
 from exchange.delivery.endpoints.selectors import ask_check as endpoint_ask_check
 from exchange.delivery.escrow.selectors import lot_list
-from exchange.errors import ExchangeError, ValidationFailed
+from exchange.errors import ExchangeError, Forbidden, ValidationFailed
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
 from exchange.markets.currencies import TOKENS_PER_MTOK
 from exchange.markets.models import Market
+from exchange.times import time_text
 from orders.models import OPEN_STATUSES, CapacityListing, ListingStatus, Order
 from orders.services import (
     engine_notify,
@@ -39,6 +42,92 @@ from orders.services import (
 from orders.units import lots_to_quantity, quantity_to_lots, ticks_to_price, units_to_amount
 
 logger = logging.getLogger(__name__)
+
+LIVE_LISTING_STATUSES = (ListingStatus.ACTIVE, ListingStatus.EXPIRING)
+
+
+class ListingTooLarge(ValidationFailed):
+    code = "listing_too_large"
+
+
+class ListingTooLong(ValidationFailed):
+    code = "available_until_too_far"
+
+
+class CapacityLimitReached(Forbidden):
+    """The provider's live listings in the market already promise the most allowed."""
+
+    code = "capacity_limit_reached"
+
+
+class TooManyListings(Forbidden):
+    code = "too_many_listings"
+
+
+def _limits_check_request(*, market: Market, lots: int, available_until: datetime) -> None:
+    """The limits a request alone can break (before anything is read or locked)."""
+    tokens = lots * market.tokens_per_lot
+    if tokens > settings.CAPACITY_MAX_LISTING_TOKENS:
+        raise ListingTooLarge(
+            format_lazy(
+                gettext_lazy("A listing may offer at most {tokens} tokens ({quantity} MTok)."),
+                tokens=settings.CAPACITY_MAX_LISTING_TOKENS,
+                quantity=_mtok(settings.CAPACITY_MAX_LISTING_TOKENS),
+            ),
+            details={"max_tokens": settings.CAPACITY_MAX_LISTING_TOKENS},
+        )
+    horizon = timezone.now() + timedelta(days=settings.CAPACITY_MAX_HORIZON_DAYS)
+    if available_until > horizon:
+        raise ListingTooLong(
+            format_lazy(
+                gettext_lazy("available_until may be at most {days} days ahead."),
+                days=settings.CAPACITY_MAX_HORIZON_DAYS,
+            ),
+            details={"max_days": settings.CAPACITY_MAX_HORIZON_DAYS},
+        )
+
+
+def _limits_check_provider(*, user: User, market: Market, lots: int) -> None:
+    """The provider's totals: live listings (all markets) and live capacity in ``market``.
+
+    Runs inside the listing's transaction after ``_provider_lock``: concurrent listings of one
+    provider are counted one after the other, so together they cannot pass a limit either."""
+    live = CapacityListing.objects.filter(provider=user, status__in=LIVE_LISTING_STATUSES)
+    totals = live.aggregate(count=Count("id"), lots=Sum("quantity_lots", filter=Q(market=market)))
+    if totals["count"] >= settings.CAPACITY_MAX_ACTIVE_LISTINGS:
+        raise TooManyListings(
+            format_lazy(
+                gettext_lazy("A provider may have at most {count} live listings."),
+                count=settings.CAPACITY_MAX_ACTIVE_LISTINGS,
+            ),
+            details={"max_listings": settings.CAPACITY_MAX_ACTIVE_LISTINGS},
+        )
+    outstanding = (totals["lots"] or 0) * market.tokens_per_lot
+    if outstanding + lots * market.tokens_per_lot > settings.CAPACITY_MAX_OUTSTANDING_TOKENS:
+        raise CapacityLimitReached(
+            format_lazy(
+                gettext_lazy(
+                    "Your live listings in this market would offer more than {tokens} tokens "
+                    "({quantity} MTok); {listed} are listed now."
+                ),
+                tokens=settings.CAPACITY_MAX_OUTSTANDING_TOKENS,
+                quantity=_mtok(settings.CAPACITY_MAX_OUTSTANDING_TOKENS),
+                listed=outstanding,
+            ),
+            details={
+                "max_tokens": settings.CAPACITY_MAX_OUTSTANDING_TOKENS,
+                "listed_tokens": outstanding,
+            },
+        )
+
+
+def _mtok(tokens: int) -> str:
+    return format((Decimal(tokens) / TOKENS_PER_MTOK).normalize(), "f")
+
+
+def _provider_lock(user: User) -> None:
+    """Serialise one provider's listings (its profile row; taken before any ledger row)."""
+    Profile.objects.select_for_update().filter(user=user).values_list("id", flat=True).first()
 
 
 def capacity_list(
@@ -54,6 +143,7 @@ def capacity_list(
     lots = quantity_to_lots(market, quantity)
     if available_until <= timezone.now():
         raise ValidationFailed(gettext_lazy("available_until must be in the future."))
+    _limits_check_request(market=market, lots=lots, available_until=available_until)
     ask_request = None
     if ask_price is not None:
         ask_request = order_request_parse(
@@ -64,6 +154,8 @@ def capacity_list(
     ask_hold = order_hold(ask_request) if ask_request is not None else None
     # One transaction: the listing, its tokens and its ask exist together or not at all.
     with transaction.atomic(durable=True):
+        _provider_lock(user)
+        _limits_check_provider(user=user, market=market, lots=lots)
         listing = CapacityListing.objects.create(
             provider=user,
             market=market,
@@ -110,14 +202,14 @@ def listing_json(listing: CapacityListing) -> dict[str, Any]:
         "market": market.symbol,
         "quantity": lots_to_quantity(market, listing.quantity_lots),
         "tokens": listing.quantity_lots * market.tokens_per_lot,
-        "available_until": listing.available_until.isoformat(),
+        "available_until": time_text(listing.available_until),
         "ask_price": ticks_to_price(market, listing.ask_price_ticks),
         "status": listing.status,
         "sold_quantity": lots_to_quantity(market, figures["sold"]),
         "resting_quantity": lots_to_quantity(market, figures["resting"]),
         "unsold_quantity": lots_to_quantity(market, figures["unsold"]),
         "retired_quantity": lots_to_quantity(market, figures["retired"]),
-        "created_at": listing.created_at.isoformat(),
+        "created_at": time_text(listing.created_at),
     }
 
 
@@ -173,8 +265,8 @@ def allocation_list_json(*, user: User, limit: int = 500) -> list[dict[str, Any]
                 "consumed_tokens": lot.delivered_tokens + lot.credited_tokens,
                 "escrow": units_to_amount(market, lot.outstanding_units),
                 "market_balance_tokens": balance.available + balance.held,
-                "expires_at": lot.expires_at.isoformat(),
-                "available_until": lot.expires_at.isoformat(),
+                "expires_at": time_text(lot.expires_at),
+                "available_until": time_text(lot.expires_at),
                 "status": status,
             }
         )

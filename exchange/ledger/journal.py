@@ -28,12 +28,20 @@ from exchange.ledger.models import (
     AssetKind,
     Bucket,
     LedgerTransaction,
+    SystemAccount,
 )
 from exchange.markets.currencies import CURRENCY_DECIMALS
 from exchange.markets.models import Market
 
-# (owner id, system account code, asset code): exactly one of the first two is set.
-AccountKey = tuple[int | None, str, str]
+
+class AccountKey(NamedTuple):
+    """An account: a user's (``owner``) or a system account (``system``; a capacity issuance
+    account also names its ``issuer``, the provider). Exactly one of owner and system is set."""
+
+    owner: int | None
+    system: str
+    asset: str
+    issuer: int | None = None
 
 
 class Leg(NamedTuple):
@@ -56,11 +64,13 @@ class Entry:
         # The body a replay must match: everything the entry would write but its time.
         parts = [self.kind, self.reference, self.memo, str(self.staff_user_id)]
         totals: dict[str, int] = {}
-        for (owner, system, asset), bucket, amount in self.legs:
+        for (owner, system, asset, issuer), bucket, amount in self.legs:
             if amount == 0 or bucket not in _BUCKETS or (owner is None and bucket != _AVAILABLE):
                 raise ValueError(f"invalid leg {(owner, system, asset, bucket, amount)!r}")
             totals[asset] = totals.get(asset, 0) + amount
-            parts.append(f"{owner}/{system}/{asset}/{bucket}/{amount}")
+            # (an issuer only where there is one: the hashes of earlier entries stay the same)
+            holder = system if issuer is None else f"{system}:{issuer}"
+            parts.append(f"{owner}/{holder}/{asset}/{bucket}/{amount}")
         if len(self.legs) < 2 or any(totals.values()):
             raise ValueError(f"unbalanced entry {self.idempotency_key!r}: {totals}")
         parts[4:] = sorted(parts[4:])
@@ -72,11 +82,16 @@ _BUCKETS = frozenset((Bucket.AVAILABLE.value, Bucket.HELD.value))
 
 
 def user_account(user_id: int, asset: str) -> AccountKey:
-    return (user_id, "", asset)
+    return AccountKey(user_id, "", asset)
 
 
 def system_account(system: str, asset: str) -> AccountKey:
-    return (None, system, asset)
+    return AccountKey(None, system, asset)
+
+
+def issuance_account(provider_id: int, asset: str) -> AccountKey:
+    """The capacity issuance account of one provider in one token asset."""
+    return AccountKey(None, SystemAccount.CAPACITY_ISSUANCE.value, asset, provider_id)
 
 
 def assets_ensure(codes: Iterable[str]) -> None:
@@ -106,8 +121,8 @@ def accounts_resolve(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
         assets_ensure(key[2] for key in missing)
         Account.objects.bulk_create(
             [
-                Account(owner_id=owner, system=system, asset_id=asset)
-                for owner, system, asset in missing
+                Account(owner_id=owner, system=system, asset_id=asset, issuer_id=issuer)
+                for owner, system, asset, issuer in missing
             ],
             ignore_conflicts=True,
         )
@@ -116,28 +131,31 @@ def accounts_resolve(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
 
 
 def _accounts_find(keys: set[AccountKey]) -> dict[AccountKey, int]:
-    owners = {owner for owner, _, _ in keys if owner is not None}
-    systems = {system for owner, system, _ in keys if owner is None}
-    assets = {asset for _, _, asset in keys}
-    rows: Iterable[tuple[int, int | None, str, str]]
+    owners = {key.owner for key in keys if key.owner is not None}
+    systems = {key.system for key in keys if key.owner is None}
+    assets = {key.asset for key in keys}
+    issuers = {key.issuer for key in keys if key.issuer is not None}
+    rows: Iterable[tuple[int, int | None, str, str, int | None]]
     # array parameters, not a query built through the ORM for every post (that was a sixth
     # of an order batch's CPU at intake)
     by_owner, owner_ids = array_param(sorted(owners), "bigint")
     by_system, system_names = array_param(sorted(systems), "varchar")
     by_asset, asset_codes = array_param(sorted(assets), "varchar")
+    by_issuer, issuer_ids = array_param(sorted(issuers), "bigint")
     with server_bound_cursor() as cursor:
         cursor.execute(
-            "SELECT id, owner_id, system, asset_id FROM ledger_account "  # noqa: S608 (placeholders)
+            "SELECT id, owner_id, system, asset_id, issuer_id FROM ledger_account "  # noqa: S608
             f"WHERE (owner_id = ANY({by_owner}) "
             f"OR (owner_id IS NULL AND system = ANY({by_system}))) "
-            f"AND asset_id = ANY({by_asset})",
-            [owner_ids, system_names, asset_codes],
+            f"AND asset_id = ANY({by_asset}) "
+            f"AND (issuer_id IS NULL OR issuer_id = ANY({by_issuer}))",
+            [owner_ids, system_names, asset_codes, issuer_ids],
         )
         rows = cursor.fetchall()
     return {
         key: account_id
-        for account_id, owner, system, asset in rows
-        if (key := (owner, system, asset)) in keys
+        for account_id, owner, system, asset, issuer in rows
+        if (key := AccountKey(owner, system, asset, issuer)) in keys
     }
 
 

@@ -54,6 +54,8 @@ class SystemAccount(models.TextChoices):
     except ESCROW's (a CHECK constraint)."""
 
     STRIPE_CLEARING = "stripe_clearing", "Stripe clearing"
+    # Per provider (``Account.issuer``) and token asset: the capacity that provider listed.
+    # Accounts without an issuer are the one shared account of before migration 0007 (history).
     CAPACITY_ISSUANCE = "capacity_issuance", "Capacity issuance"
     FEE_REVENUE = "fee_revenue", "Fee revenue"
     PAYOUTS_IN_FLIGHT = "payouts_in_flight", "Payouts in flight"
@@ -75,6 +77,16 @@ class Account(models.Model):
         related_name="ledger_accounts",
     )
     system = models.CharField(max_length=20, choices=SystemAccount.choices, blank=True)
+    # The provider a capacity issuance account issues for: one account per provider and token
+    # asset, so that no provider's listings move another's issuance balance (nor its range).
+    issuer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # the unique (system, asset, issuer) constraint serves
+    )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="accounts")
     available = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
@@ -105,9 +117,15 @@ class Account(models.Model):
                 name="ledger_account_one_per_owner_asset",
             ),
             models.UniqueConstraint(
-                fields=["system", "asset"],
+                fields=["system", "asset", "issuer"],
                 condition=Q(owner__isnull=True),
-                name="ledger_account_one_per_system_asset",
+                nulls_distinct=False,
+                name="ledger_account_one_per_system_asset_issuer",
+            ),
+            models.CheckConstraint(
+                condition=Q(issuer__isnull=True)
+                | Q(owner__isnull=True, system="capacity_issuance"),
+                name="ledger_account_issuer_only_for_issuance",
             ),
             # (account, asset) pairs that postings may name (checked per statement, migration
             # 0003; the target of 0002's composite foreign key).
@@ -116,6 +134,8 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         holder = self.system or f"user {self.owner_id}"
+        if self.issuer_id is not None:
+            holder += f" of user {self.issuer_id}"
         return f"{holder} {self.asset_id}"
 
     @property
@@ -137,6 +157,8 @@ class TransactionKind(models.TextChoices):
     DELIVERY = "delivery", _("Delivery settled (tokens consumed, SLA credit)")
     ESCROW_RELEASE = "escrow_release", _("Escrow released to the provider")
     LOT_EXPIRE = "lot_expire", _("Unconsumed tokens retired at expiry")
+    # Migration 0007: each provider's issuance moved off the one shared account.
+    ISSUANCE_SPLIT = "issuance_split", _("Capacity issuance split per provider")
 
 
 class LedgerTransaction(models.Model):

@@ -29,6 +29,7 @@ from exchange.ledger.journal import (
     Entry,
     Leg,
     assets_ensure,
+    issuance_account,
     journal_post,
     journal_post_ids,
     system_account,
@@ -484,9 +485,13 @@ def withdrawal_fail(
 def capacity_issue(
     *, user: Any, market: Market, tokens: int, reference: str, idempotency_key: str
 ) -> LedgerTransaction:
-    """A provider lists capacity: capacity issuance → the provider's available tokens."""
+    """A provider lists capacity: the provider's own issuance account → its available tokens.
+
+    Called by the capacity listing service only (``orders.capacity.capacity_list``), which
+    records the listing and enforces the provider's limits: tokens outside a listing would
+    have no lot behind them."""
     legs = _between(
-        (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
+        (issuance_account(user.pk, market.symbol), AVAILABLE),
         (user_account(user.pk, market.symbol), AVAILABLE),
         _positive(tokens, "tokens"),
     )
@@ -503,10 +508,10 @@ def capacity_issue(
 def capacity_retire(
     *, user: Any, market: Market, tokens: int, reference: str, idempotency_key: str
 ) -> LedgerTransaction:
-    """Unsold capacity expires: the provider's available tokens → capacity issuance."""
+    """Unsold capacity expires: the provider's available tokens → its issuance account."""
     legs = _between(
         (user_account(user.pk, market.symbol), AVAILABLE),
-        (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
+        (issuance_account(user.pk, market.symbol), AVAILABLE),
         _positive(tokens, "tokens"),
     )
     return _one(
@@ -772,20 +777,26 @@ def lot_expire_retire(
     *,
     user: Any,
     market: Market,
-    tokens: int,
+    tokens_by_provider: dict[int, int],
     reference: str,
     idempotency_key: str,
     refund_units: int = 0,
 ) -> LedgerTransaction:
-    """Unconsumed tokens of an expired lot leave the holder's available (→ capacity issuance:
-    the capacity they stood for is gone); their escrow goes to the provider (take-or-pay),
-    except ``refund_units`` credited back to the holder from escrow (the provider's endpoint
-    was down: the capacity could not be consumed)."""
-    legs = _between(
-        (user_account(user.pk, market.symbol), AVAILABLE),
-        (system_account(SystemAccount.CAPACITY_ISSUANCE, market.symbol), AVAILABLE),
-        _positive(tokens, "tokens"),
-    )
+    """Unconsumed tokens of expired lots leave the holder's available (→ the issuance account
+    of each lot's provider: the capacity they stood for is gone); their escrow goes to the
+    provider (take-or-pay), except ``refund_units`` credited back to the holder from escrow
+    (the provider's endpoint was down: the capacity could not be consumed)."""
+    if not tokens_by_provider:
+        raise ValidationFailed("tokens_by_provider names no provider.")
+    legs = [
+        leg
+        for provider_id, tokens in sorted(tokens_by_provider.items())
+        for leg in _between(
+            (user_account(user.pk, market.symbol), AVAILABLE),
+            (issuance_account(provider_id, market.symbol), AVAILABLE),
+            _positive(tokens, "tokens"),
+        )
+    ]
     if refund_units:
         currency = market.quote_currency
         legs += _between(

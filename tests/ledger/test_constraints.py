@@ -49,8 +49,8 @@ def world(make_user, market) -> World:
         user=user, asset="CNY", amount=100, reference="o", idempotency_key="h"
     )
 
-    def account(owner: Any, asset: str, system: str = "") -> int:
-        return Account.objects.get(owner=owner, system=system, asset_id=asset).pk
+    def account(owner: Any, asset: str, system: str = "", issuer: Any = None) -> int:
+        return Account.objects.get(owner=owner, system=system, asset_id=asset, issuer=issuer).pk
 
     return World(
         user_cny=account(user, "CNY"),
@@ -60,7 +60,7 @@ def world(make_user, market) -> World:
         other_usd=account(other, "USD"),
         clearing_cny=account(None, "CNY", "stripe_clearing"),
         clearing_usd=account(None, "USD", "stripe_clearing"),
-        issuance_tokens=account(None, SYMBOL, "capacity_issuance"),
+        issuance_tokens=account(None, SYMBOL, "capacity_issuance", issuer=user),
         user_id=user.pk,
         other_id=other.pk,
         transaction_id=held.pk,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -17,8 +18,8 @@ from tests.ledger.conftest import CNY, SYMBOL, fund, issue, key, ledger_state
 pytestmark = pytest.mark.django_db
 
 
-def system_balance(system: str, asset: str) -> int:
-    return Account.objects.get(owner=None, system=system, asset_id=asset).available
+def system_balance(system: str, asset: str, issuer: Any = None) -> int:
+    return Account.objects.get(owner=None, system=system, asset_id=asset, issuer=issuer).available
 
 
 def legs(ledger_transaction: LedgerTransaction) -> list[tuple[str, str, str, int]]:
@@ -403,7 +404,9 @@ def test_capacity_issue_and_retire(make_user, market) -> None:
         user=provider, market=market, tokens=5_000, reference="listing:1", idempotency_key="c1"
     )
     assert balance_get(user=provider, asset=SYMBOL) == (5_000, 0)
-    assert system_balance(SystemAccount.CAPACITY_ISSUANCE, SYMBOL) == -5_000
+    # the provider's own issuance account (one per provider and market)
+    assert system_balance(SystemAccount.CAPACITY_ISSUANCE, SYMBOL, issuer=provider) == -5_000
+    assert not Account.objects.filter(system="capacity_issuance", issuer=None).exists()
     services.capacity_retire(
         user=provider, market=market, tokens=2_000, reference="listing:1", idempotency_key="c2"
     )

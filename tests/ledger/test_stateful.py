@@ -128,7 +128,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def issue(self, user: int, tokens: int) -> None:
         owner = self.users[user]
         deltas = (
-            {(owner.pk, SYMBOL): [tokens, 0], ("capacity_issuance", SYMBOL): [-tokens, 0]}
+            {
+                (owner.pk, SYMBOL): [tokens, 0],
+                (f"capacity_issuance:{owner.pk}", SYMBOL): [-tokens, 0],
+            }
             if valid(tokens)
             else None
         )
@@ -141,7 +144,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def retire(self, user: int, tokens: int) -> None:
         owner = self.users[user]
         deltas = (
-            {(owner.pk, SYMBOL): [-tokens, 0], ("capacity_issuance", SYMBOL): [tokens, 0]}
+            {
+                (owner.pk, SYMBOL): [-tokens, 0],
+                (f"capacity_issuance:{owner.pk}", SYMBOL): [tokens, 0],
+            }
             if valid(tokens)
             else None
         )
@@ -261,10 +267,12 @@ class LedgerMachine(RuleBasedStateMachine):
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         report = audit_run()
         assert report.is_ok, report.render()
-        rows = Account.objects.values_list("owner_id", "system", "asset_id", "available", "held")
+        rows = Account.objects.values_list(
+            "owner_id", "system", "issuer_id", "asset_id", "available", "held"
+        )
         stored = {
-            (owner or system, asset): [available, held]
-            for owner, system, asset, available, held in rows
+            (owner or (f"{system}:{issuer}" if issuer else system), asset): [available, held]
+            for owner, system, issuer, asset, available, held in rows
         }
         expected = {
             account: balance

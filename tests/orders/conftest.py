@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.onboarding import provider_grant, provider_is_approved
 from accounts.services import api_key_create
+from exchange.delivery.endpoints.models import Endpoint
 from exchange.ledger import selectors as ledger_selectors
 from exchange.ledger import services as ledger
 from exchange.markets.models import Market
 from exchange.markets.services import DEMO_MARKETS, market_create
 from exchange.runner.embedded import inline_reset
+from orders.capacity import capacity_list
+from tests.delivery.endpoints.helpers import live_endpoint
 
 SYMBOL = "QWEN3.6-PLUS-OUT-CNY"
 CNY = 10**8  # ledger units per CNY
@@ -47,13 +53,18 @@ def fund() -> Callable[..., None]:
                 idempotency_key=f"test-deposit-{next(counter)}",
             )
         if tokens:
+            # through the capacity listing service, as every issuance (the user becomes an
+            # approved provider with a live endpoint, which a provider's asks need)
             assert market is not None
-            ledger.capacity_issue(
+            if not provider_is_approved(user=user):
+                provider_grant(user=user, role="both", reason="Test fixture.")
+            if not Endpoint.objects.filter(provider=user, market=market).exists():
+                live_endpoint(user, market)
+            capacity_list(
                 user=user,
                 market=market,
-                tokens=tokens,
-                reference="test",
-                idempotency_key=f"test-issue-{next(counter)}",
+                quantity=str(Decimal(tokens) / MTOK),
+                available_until=timezone.now() + timedelta(days=30),
             )
 
     return fund

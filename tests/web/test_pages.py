@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from orders.models import CapacityListing, Order, Trade
 from tests.orders.conftest import SYMBOL
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "a-Strong-pass-123"
+# a listing ends at most CAPACITY_MAX_HORIZON_DAYS (90) ahead
+UNTIL = (timezone.now() + timedelta(days=30)).strftime("%Y-%m-%d")
 
 
 def logged_in(make_user, role: str = "buyer") -> tuple[Client, object]:
@@ -65,7 +69,7 @@ def test_buyer_cannot_open_the_provider_dashboard(make_user, market) -> None:
     assert "cannot open this page" in response.content.decode()
     response = client.post(
         reverse("web:provider"),
-        {"market": market.id, "quantity": "10", "available_until": "2099-01-01T00:00"},
+        {"market": market.id, "quantity": "10", "available_until": f"{UNTIL}T00:00"},
     )
     assert response.status_code == 403
     assert not CapacityListing.objects.exists()
@@ -85,7 +89,7 @@ def test_provider_lists_capacity_and_sees_it(make_user, market) -> None:
         {
             "market": market.id,
             "quantity": "50",
-            "available_until": "2099-01-01T00:00",
+            "available_until": f"{UNTIL}T00:00",
             "ask_price": "9.50",
         },
         HTTP_HX_REQUEST="true",
@@ -100,8 +104,8 @@ def test_provider_lists_capacity_and_sees_it(make_user, market) -> None:
     assert '<td class="num">9.50</td>' in body
     assert '<td class="num">50.000</td>' in body
     assert "50,000,000" in body
-    assert "<td>2099-01-01 00:00</td>" in body
-    assert "2099-01-0100:00" not in body
+    assert f"<td>{UNTIL} 00:00</td>" in body
+    assert f"{UNTIL}00:00" not in body
     assert Order.objects.get(user=user).side == "sell"
 
 
@@ -232,7 +236,7 @@ def test_forms_are_csrf_protected(make_user, market, fund) -> None:
         (reverse("web:order_create", args=[SYMBOL]),
          {"side": "buy", "type": "limit", "price": "8", "quantity": "1"}),
         (reverse("web:provider"),
-         {"market": market.id, "quantity": "5", "available_until": "2099-01-01T00:00"}),
+         {"market": market.id, "quantity": "5", "available_until": f"{UNTIL}T00:00"}),
         (reverse("web:order_cancel_all", args=[SYMBOL]), {}),
     ):  # fmt: skip
         assert client.post(url, data, HTTP_HX_REQUEST="true").status_code == 403

@@ -22,10 +22,6 @@ from django.db import transaction
 
 from exchange.db import array_param, server_bound_cursor
 
-# A primary sale by a seller that never listed capacity in the market (tokens issued to it
-# directly by staff or a benchmark) still needs an expiry for take-or-pay.
-DEFAULT_LOT_LIFETIME = timedelta(days=30)
-
 
 def sale_cutoff(now: datetime) -> datetime:
     """Tokens change hands only from lots (and capacity) that live past this: a lot bought
@@ -174,10 +170,10 @@ def _sellers_lots_all(
 
 
 # Per sell order: the end of the live listing its tokens came from, else the latest end of the
-# seller's live listings in the market; and whether its tokens are issued directly (the default
-# lifetime applies; review finding 4 is about these): the seller never listed capacity there
-# and holds no open lot there past the cutoff (those tokens are the expired lot's, which the
-# expiry task retires). A listing is live when active and ending after the sale cutoff.
+# seller's live listings in the market (a listing is live when active and ending after the sale
+# cutoff). None: the seller has no live capacity there, so tokens it holds beyond its lots are
+# not capacity anyone can deliver (review finding 4: tokens without a lot — a staff
+# correction, balances from before escrow — are never sold as the holder's own capacity).
 _LISTING_ENDS = """
 SELECT o.id,
        COALESCE(
@@ -186,14 +182,7 @@ SELECT o.id,
                AND l.available_until > %(cutoff)s),
            (SELECT max(x.available_until) FROM orders_capacitylisting x
              WHERE x.provider_id = o.user_id AND x.market_id = %(market)s
-               AND x.status = 'active' AND x.available_until > %(cutoff)s)),
-       NOT EXISTS (
-           SELECT 1 FROM orders_capacitylisting y
-            WHERE y.provider_id = o.user_id AND y.market_id = %(market)s)
-       AND NOT EXISTS (
-           SELECT 1 FROM delivery_escrow_lot z
-            WHERE z.holder_id = o.user_id AND z.market_id = %(market)s
-              AND z.closed_at IS NULL AND z.expires_at <= %(cutoff)s)
+               AND x.status = 'active' AND x.available_until > %(cutoff)s))
   FROM orders_order o
  WHERE o.id = ANY(%(orders)s::bigint[])
 """
@@ -201,21 +190,20 @@ SELECT o.id,
 
 def _listing_ends(
     market_id: int, sell_order_ids: list[int], cutoff: datetime
-) -> dict[int, tuple[datetime | None, bool]]:
-    """Per sell order: (end of the seller's live capacity or None, never listed here)."""
+) -> dict[int, datetime | None]:
+    """Per sell order: the end of the seller's live capacity, or None."""
     value = array_param(sell_order_ids, "bigint")[1]
     with server_bound_cursor() as cursor:
         cursor.execute(_LISTING_ENDS, {"market": market_id, "cutoff": cutoff, "orders": value})
-        return {order_id: (end, unlisted) for order_id, end, unlisted in cursor.fetchall()}
+        return dict(cursor.fetchall())
 
 
 def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) -> LotPlan:
     """Split each sale into resale (the seller's open lots living past the sale cutoff, FIFO
     by expiry, unreserved tokens) and primary (the rest: paid into escrow), and plan the lots.
     A primary part needs the seller's live capacity in the market (an active listing ending
-    after the cutoff; or directly issued tokens of a seller that never listed there and holds
-    no expired lot there): otherwise
-    the sell order is in ``refused`` and the plan must not be written. Locks the sellers' open
+    after the cutoff): otherwise the sell order is in ``refused`` and the plan must not be
+    written. Locks the sellers' open
     lots in this market; must run in the runner's batch transaction."""
     plan = LotPlan(escrow=[0] * len(sales))
     if not sales:
@@ -270,12 +258,10 @@ def trade_lots_plan(*, market_id: int, sales: list[SaleInput], now: datetime) ->
         ends = _listing_ends(market_id, primary_orders, cutoff)
         for index, tokens, units in primary:
             sale = sales[index]
-            expires, unlisted = ends[sale.sell_order_id]
-            if expires is None and unlisted:
-                expires = now + DEFAULT_LOT_LIFETIME
+            expires = ends[sale.sell_order_id]
             if expires is None:
                 # expired lots, an ended listing, or tokens without lots from a seller with
-                # no capacity: nothing the buyer could consume
+                # no live capacity: nothing the buyer could consume
                 plan.refused.add(sale.sell_order_id)
                 continue
             plan.new.append(

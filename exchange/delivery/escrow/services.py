@@ -881,10 +881,12 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
             )
             window = timedelta(seconds=settings.DELIVERY_DEADMAN_SECONDS)
             refund = 0
+            by_provider: dict[int, int] = {}
             for lot in lots:
                 tokens = retire.get(lot.id, 0)
                 if not tokens:
                     continue
+                by_provider[lot.provider_id] = by_provider.get(lot.provider_id, 0) + tokens
                 drawn = lot.bought_tokens - lot.remaining_tokens
                 value = escrow_slice(lot.escrow_units, drawn + tokens, lot.bought_tokens)
                 value -= escrow_slice(lot.escrow_units, drawn, lot.bought_tokens)
@@ -911,7 +913,7 @@ def _lots_expire_one(holder_id: int, market: Market, moment: datetime) -> int | 
             ledger.lot_expire_retire(
                 user=holder,
                 market=market,
-                tokens=total,
+                tokens_by_provider=by_provider,
                 reference=f"lots:{market.symbol}:holder:{holder_id}",
                 idempotency_key=f"lot-expire:{market.id}:{holder_id}:{digest}",
                 refund_units=refund,

@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,21 @@ import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import api_key_create, user_create
+from exchange.delivery.endpoints.crypto import secret_encrypt
+from exchange.delivery.endpoints.demo import DEMO_MODEL_ID, DEMO_UPSTREAM_KEY, demo_upstream_root
+from exchange.delivery.endpoints.models import Endpoint, HealthStatus
 from exchange.ledger import services as ledger
 from exchange.ledger.selectors import balance_get
+from exchange.markets.currencies import TOKENS_PER_MTOK
 from exchange.markets.models import Market
 from exchange.markets.services import DEMO_MARKETS, market_create
 from exchange.runner.core import BATCH_SIZE, MarketRunner
 from orders.api import MAX_BATCH
+from orders.capacity import capacity_list
 from orders.models import OrderCommand
 from orders.services import order_place, order_place_many, order_request_parse
 
@@ -51,6 +58,24 @@ def bench_market() -> Market:
         spec = {**DEMO_MARKETS[0], "symbol": SYMBOL, "base": "BENCH-OUT"}
         market = market_create(**spec)
     return market
+
+
+def bench_endpoint(user: User, market: Market) -> None:
+    """A provider's asks need an endpoint in the market: the demo upstream's (registered
+    without the check on save, as the demo data's; nothing here consumes the tokens)."""
+    now = timezone.now()
+    Endpoint.objects.get_or_create(
+        provider=user,
+        market=market,
+        defaults={
+            "base_url": f"{demo_upstream_root()}/p/ttft=200,tps=120/v1",
+            "api_key_ciphertext": secret_encrypt(DEMO_UPSTREAM_KEY),
+            "model_id": DEMO_MODEL_ID,
+            "status": HealthStatus.HEALTHY,
+            "last_checked_at": now,
+            "last_success_at": now,
+        },
+    )
 
 
 def bench_users(count: int, market: Market) -> list[User]:
@@ -72,13 +97,14 @@ def bench_users(count: int, market: Market) -> list[User]:
                 reference="bench",
                 idempotency_key=f"bench-cny-{number}-{stamp}",
             )
+        bench_endpoint(user, market)
         if balance_get(user=user, asset=market.symbol).available < 10**11:
-            ledger.capacity_issue(
+            # a listing, as every issuance: its tokens sell as the user's own capacity
+            capacity_list(
                 user=user,
                 market=market,
-                tokens=10**12,
-                reference="bench",
-                idempotency_key=f"bench-tok-{number}-{stamp}",
+                quantity=str(10**12 // TOKENS_PER_MTOK),
+                available_until=timezone.now() + timedelta(days=30),
             )
         users.append(user)
     return users

@@ -114,33 +114,35 @@ def test_a_listing_past_its_end_does_not_sell_already_expired_capacity(pair, pro
     assert_audit_ok()
 
 
-def test_directly_issued_tokens_of_a_lot_holder_still_sell(pair, provider, make_trader):
-    from exchange.delivery.escrow.lots import DEFAULT_LOT_LIFETIME
+def test_tokens_without_a_lot_of_a_seller_without_a_listing_do_not_sell(
+    pair, provider, make_trader
+):
     from exchange.ledger import services as ledger
 
-    # given: a seller holding a live 1 MTok lot and 1 MTok issued to it directly (as the
-    # trading benchmark's users do: no listing)
+    # given: a seller holding a live 1 MTok lot and 1 MTok more without a lot (a staff
+    # correction), and no capacity listing of its own (#13 review finding 4)
     seller = make_trader(role="both", cny=100)
     assert seller.order(market=OUT, side="buy", price="8.00", quantity="1")["status"] == "filled"
-    ledger.capacity_issue(
-        user=seller.user, market=pair.output_market, tokens=MTOK, reference="test",
-        idempotency_key="test:issued-directly",
+    ledger.adjustment_post(
+        user=seller.user, asset=OUT, amount=MTOK, reason="correction", staff_user=None,
+        idempotency_key="test:without-a-lot",
     )  # fmt: skip
     buyer = make_trader(cny=100)
     ask = seller.order(market=OUT, side="sell", price="7.50", quantity="2")
     assert ask["status"] == "open"
 
-    # when: a buyer takes all of it (below the provider's ask at 8.00)
-    assert buyer.order(market=OUT, side="buy", price="7.50", quantity="2")["status"] == "filled"
+    # when: a buyer would take all of it (below the provider's ask at 8.00)
+    bid = buyer.order(market=OUT, side="buy", price="7.50", quantity="2")
 
-    # then: the lot moved (resale) and the rest is the seller's own capacity, default lifetime
-    lots = sorted(Lot.objects.filter(holder=buyer.user), key=lambda lot: lot.parent_id is None)
-    assert [(lot.provider_id, lot.bought_tokens) for lot in lots] == [
-        (provider.user.id, MTOK),
-        (seller.user.id, MTOK),
-    ]
-    lifetime = lots[1].expires_at - lots[1].created_at
-    assert abs(lifetime - DEFAULT_LOT_LIFETIME) < timedelta(minutes=1)
+    # then: the ask is cancelled as undeliverable, nothing bought; its lot can still be resold
+    assert bid["status"] == "open"
+    assert not Lot.objects.filter(holder=buyer.user).exists()
+    cancelled = Order.objects.get(id=ask["id"])
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "undeliverable")
+    resale = seller.order(market=OUT, side="sell", price="7.50", quantity="1")
+    assert resale["status"] == "filled"
+    [lot] = Lot.objects.filter(holder=buyer.user)
+    assert (lot.provider_id, lot.bought_tokens) == (provider.user.id, MTOK)
     assert_audit_ok()
 
 

@@ -6,16 +6,12 @@ from __future__ import annotations
 import pytest
 
 from exchange.delivery.escrow.models import Lot
+from orders.models import Order
 from tests.delivery.escrow.conftest import OUT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review finding: lot-less tokens sell as the holder's own escrowed capacity",
-)
 def test_tokens_held_without_lots_are_not_sold_as_the_holders_own_capacity(
     pair, provider, make_trader
 ):
@@ -31,14 +27,20 @@ def test_tokens_held_without_lots_are_not_sold_as_the_holders_own_capacity(
     )  # fmt: skip
     second = make_trader(cny=100)
 
-    # when: the holder resells them and another buyer takes them
-    assert legacy.order(market=OUT, side="sell", price="7.50", quantity="1")["status"] == "open"
-    assert second.order(market=OUT, side="buy", price="7.50", quantity="1")["status"] == "filled"
+    # when: the holder offers them and another buyer would take them
+    ask = legacy.order(market=OUT, side="sell", price="7.50", quantity="1")
+    assert ask["status"] == "open"
+    bid = second.order(market=OUT, side="buy", price="7.50", quantity="1")
 
     # then: the buyer's 7.50 CNY did not buy a lot "provided" by a user with no endpoint, which
-    # the gateway can never serve and whose escrow take-or-pay hands to the reseller
-    lot = Lot.objects.get(holder=second.user)
-    assert Endpoint.objects.filter(provider_id=lot.provider_id).exists(), (
-        f"lot {lot.id}: provider is the reseller (user {lot.provider_id}), escrow "
-        f"{lot.escrow_units}, expires {lot.expires_at:%Y-%m-%d}"
+    # the gateway can never serve and whose escrow take-or-pay hands to the reseller: the ask
+    # is cancelled as undeliverable (the holder has no live listing), the bid rests unfilled
+    assert bid["status"] == "open"
+    assert not Lot.objects.filter(holder=second.user).exists()
+    assert not Endpoint.objects.filter(provider=legacy.user).exists()
+    refused = Order.objects.get(id=ask["id"])
+    assert (refused.status, refused.cancel_reason) == ("cancelled", "undeliverable")
+    # every lot sold is backed by an endpoint's provider (only the listed provider's)
+    assert {lot.provider_id for lot in Lot.objects.all()} <= set(
+        Endpoint.objects.values_list("provider_id", flat=True)
     )
