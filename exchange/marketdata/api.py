@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -39,6 +44,18 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ValidationFailed(f"{name} must be between {low} and {high}.")
     return value
+
+
+ASYNCAPI_PATH = Path(__file__).resolve().parent / "docs" / "asyncapi.yaml"
+
+
+@require_GET
+def asyncapi_document(request: HttpRequest) -> HttpResponse:
+    """The websocket protocol as an AsyncAPI 3 document (YAML; ``?format=json`` for JSON)."""
+    text = ASYNCAPI_PATH.read_text(encoding="utf-8")
+    if request.GET.get("format") == "json":
+        return JsonResponse(yaml.safe_load(text))
+    return HttpResponse(text, content_type="application/yaml; charset=utf-8")
 
 
 class PublicApi(APIView):
