@@ -94,6 +94,22 @@ RATE_LIMIT_HEADERS = {
 RETRY_AFTER_HEADER = {"Retry-After": {"schema": _INTEGER, "description": "Seconds to wait."}}
 
 
+# OpenAPI links: what an answer's id opens next (clients and Schemathesis' stateful phase follow
+# them: an order placed is read and cancelled by its id).
+LINKS: dict[str, list[tuple[str, dict[str, str]]]] = {
+    "orders_place": [
+        ("order_get", {"order_id": "$response.body#/id"}),
+        ("order_cancel", {"order_id": "$response.body#/id"}),
+    ],
+    "v1_api_keys_create": [("v1_api_keys_destroy", {"key_id": "$response.body#/id"})],
+    "provider_endpoints_create": [
+        ("provider_endpoints_get", {"endpoint_id": "$response.body#/id"}),
+        ("provider_endpoints_update", {"endpoint_id": "$response.body#/id"}),
+        ("provider_endpoints_delete", {"endpoint_id": "$response.body#/id"}),
+    ],
+}
+
+
 class ExchangeAutoSchema(AutoSchema):
     def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         operation = super().get_operation(*args, **kwargs)
@@ -117,6 +133,11 @@ class ExchangeAutoSchema(AutoSchema):
                 "invalid": {"value": INVALID_EXAMPLE, "summary": "An unknown field, named"}
             }
         for status, response in responses.items():
+            if status.startswith("2") and operation["operationId"] in LINKS:
+                response["links"] = {
+                    target: {"operationId": target, "parameters": parameters}
+                    for target, parameters in LINKS[operation["operationId"]]
+                }
             if self.view.get_throttles():  # rate-limited answers say where the caller stands
                 headers = response.setdefault("headers", {})
                 headers.update(RATE_LIMIT_HEADERS)
