@@ -16,7 +16,7 @@ from exchange.delivery.endpoints.embedded import probes_start  # noqa: E402
 from exchange.delivery.escrow.embedded import escrow_jobs_start  # noqa: E402
 from exchange.delivery.gateway.proxy import GatewayApp  # noqa: E402
 from exchange.demo.simulator import demo_start  # noqa: E402
-from exchange.metrics import RequestEdge  # noqa: E402
+from exchange.metrics import RequestEdge, WebsocketCount  # noqa: E402
 from exchange.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from exchange.runner.embedded import embedded_start  # noqa: E402
 from orders.fastpath import OrderFastPath  # noqa: E402
@@ -28,7 +28,9 @@ application = ProtocolTypeRouter(
         # /v1 (the OpenAI-compatible gateway) is async in front of everything else
         "http": RequestEdge(GatewayApp(OrderFastPath(django_asgi_app))),
         # A session needs an allowed Origin; bots without one use API keys (exchange.routing).
-        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": WebsocketCount(
+            BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )
 

@@ -74,8 +74,8 @@ RUNNER_LAG_SECONDS = Gauge(
 )
 FEED_LAG_SECONDS = Histogram(
     "exchange_feed_delivery_lag_seconds",
-    "From the runner's publication of a change to its hand-over to a websocket connection "
-    "(market: once per process and batch; user: per private update).",
+    "From the runner's publication of a market's public changes to their hand-over to the "
+    "process's websocket connections (once per process and batch; channel: market).",
     ["channel"],
     buckets=LATENCY_BUCKETS,
 )
@@ -188,6 +188,30 @@ class RequestEdge:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             await self.app(scope, receive, send_with_id)
+
+
+class WebsocketCount:
+    """Counts open websocket connections (``exchange_websocket_connections``): from the accept
+    the application sends to the end of the connection's application instance."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accepted = False
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                WEBSOCKET_CONNECTIONS.inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if accepted:
+                WEBSOCKET_CONNECTIONS.dec()
 
 
 def current_request_id() -> str | None:

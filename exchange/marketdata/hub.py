@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from exchange.marketdata.publisher import market_group
 from exchange.marketdata.selectors import book_time, candle_public, ticker_get, trade_public
 from exchange.markets.models import Market
+from exchange.metrics import FEED_LAG_SECONDS
 from orders.units import lots_to_quantity, ticks_to_price
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,9 @@ class FeedHub:
         batch = batch_render(feed.market, event)
         for subscriber in list(feed.subscribers):
             subscriber.feed_batch(market_id, batch)
+        published = event.get("published_at")
+        if isinstance(published, int | float):
+            FEED_LAG_SECONDS.labels("market").observe(max(time.time() - published, 0.0))
         if event.get("trades") or event.get("book"):
             self._ticker_changed(feed)
 

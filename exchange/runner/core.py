@@ -717,6 +717,8 @@ class MarketRunner:
             market_id=market_id,
             market_message={
                 "market": self.market.symbol,
+                # wall clock, for the feed's delivery lag (exchange_feed_delivery_lag_seconds)
+                "published_at": time.time(),
                 "book": book_update,
                 "trades": feed.trades,
                 "top": {

@@ -11,6 +11,7 @@ import pytest
 import structlog
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
 from accounts.services import api_key_create
 from exchange.logs import json_formatter
@@ -41,16 +42,22 @@ def test_orders_through_a_served_exchange_move_the_series(postgres, redis_url, m
     fund(buyer, cny=1000)
     seller_key = api_key_create(user=seller, name="s", scopes=["read", "trade"]).secret
     buyer_key = api_key_create(user=buyer, name="b", scopes=["read", "trade"]).secret
-    with asgi_server() as (base, _port):
+    with asgi_server(FEED_COALESCE_MS="0") as (base, port):
         before = scrape(base)
-        orders = 0
-        for key, body in (
-            (seller_key, {"side": "sell", "price": "8.10", "quantity": "2"}),
-            (buyer_key, {"side": "buy", "price": "8.10", "quantity": "1"}),  # trades
-        ):
-            assert post(base, key, {"market": SYMBOL, **body})["status"] != "pending"
-            orders += 1
-        after = scrape(base)
+        with connect(f"ws://127.0.0.1:{port}/ws/v1", origin=f"http://127.0.0.1:{port}") as ws:
+            ws.send(json.dumps({"op": "subscribe", "channels": ["trades"], "markets": [SYMBOL]}))
+            assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
+            orders = 0
+            for key, body in (
+                (seller_key, {"side": "sell", "price": "8.10", "quantity": "2"}),
+                (buyer_key, {"side": "buy", "price": "8.10", "quantity": "1"}),  # trades
+            ):
+                assert post(base, key, {"market": SYMBOL, **body})["status"] != "pending"
+                orders += 1
+            while json.loads(ws.recv(timeout=10)).get("channel") != "trades":
+                pass  # the trade reached this connection
+            after = scrape(base)
+        closed = scrape(base)
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -62,6 +69,9 @@ def test_orders_through_a_served_exchange_move_the_series(postgres, redis_url, m
     assert moved("exchange_runner_commit_seconds_count", market=SYMBOL) >= 1
     assert moved("exchange_runner_batch_seconds_sum", market=SYMBOL) > 0
     assert ("exchange_runner_lag_seconds", (("market", SYMBOL),)) in after
+    assert moved("exchange_feed_delivery_lag_seconds_count", channel="market") >= 1
+    assert after[("exchange_websocket_connections", ())] == 1
+    assert closed[("exchange_websocket_connections", ())] == 0
     # the first scrape itself was timed, as a web request
     assert moved("exchange_http_request_seconds_count", route="web", status="2xx") >= 1
 
