@@ -18,8 +18,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-# Milliseconds since the epoch: digits only (a sign or a fraction is not a time we give out).
+# Milliseconds since the epoch: digits only (a sign or a fraction is not a time we give out),
+# up to the end of year 9999 (Python's datetime ends there).
 _MILLISECONDS = re.compile(r"\d{1,15}", re.ASCII)
+MAX_MILLISECONDS = 253_402_300_799_999
 
 
 class TimeFormatError(ValueError):
@@ -57,14 +59,14 @@ def time_parse(raw: str | int) -> datetime:
     ``int`` or a string of digits). Anything else raises ``TimeFormatError``."""
     if isinstance(raw, bool):
         raise TimeFormatError(raw)
+    if isinstance(raw, str) and _MILLISECONDS.fullmatch(raw):
+        raw = int(raw)
     if isinstance(raw, int):
-        if not 0 <= raw < 10**15:
+        if not 0 <= raw <= MAX_MILLISECONDS:
             raise TimeFormatError(raw)
         return EPOCH + timedelta(milliseconds=raw)
     if not isinstance(raw, str):
         raise TimeFormatError(raw)
-    if _MILLISECONDS.fullmatch(raw):
-        return EPOCH + timedelta(milliseconds=int(raw))
     if not _RFC3339.fullmatch(raw):
         raise TimeFormatError(raw)
     text = raw.upper().replace(" ", "T").replace("Z", "+00:00")
@@ -73,8 +75,9 @@ def time_parse(raw: str | int) -> datetime:
         fraction, zone = tail[:-6], tail[-6:]
         text = f"{head}.{fraction[:6].ljust(6, '0')}{zone}"
     try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError) as error:  # e.g. month 13, or beyond year 9999 in UTC
+        # kept in its own offset: in UTC 0001-01-01T00:00+01:00 would fall before year 1
+        return datetime.fromisoformat(text)
+    except ValueError as error:  # e.g. month 13
         raise TimeFormatError(raw) from error
 
 

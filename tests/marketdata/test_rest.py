@@ -81,7 +81,7 @@ def test_market_data_refuses_bad_parameters(market) -> None:
     for query in (
         "since=yesterday", "since=1733380801.5", "since=-5", "until=2026-12-05T06:40:01",
         "limit=0", "limit=1001", "limit=1e3", "cursor=abc", "cursor=cD1hYmM=",
-        "since=2026-12-05T06:40:01Z&until=2026-12-05T06:40:01Z",
+        "since=253402300800000", "since=2026-13-01T00:00:00Z",
     ):  # fmt: skip
         for path in ("candles", "trades"):
             response = public.get(f"/api/v1/markets/{SYMBOL}/{path}?{query}")
