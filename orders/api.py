@@ -506,10 +506,15 @@ class CapacityBodySerializer(StrictSerializer):
 class CapacityApi(APIView):
     permission_classes = [HasScope]
     required_scopes = {"GET": "read", "POST": "trade"}
+    pagination_class = IdCursor  # GET pages like orders and fills (newest first)
 
     @extend_schema(responses={200: CapacityListingSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        return Response(capacity.listing_list_json(user=request.user))
+        paginator = IdCursor()
+        page = paginator.paginate_queryset(
+            capacity.listing_list(user=request.user), request, view=self
+        )
+        return paginator.get_paginated_response(capacity.listings_json(page))
 
     @extend_schema(
         request=CapacityBodySerializer,

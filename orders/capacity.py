@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy
@@ -185,18 +185,40 @@ def capacity_list(
     return listing
 
 
+def listing_figures_many(listings: list[CapacityListing]) -> dict[int, dict[str, int]]:
+    """Sold, resting, unsold and retired lots of each listing: ONE aggregate query over the
+    listings' asks, whatever their number (it was three queries per listing: 4,600 listings
+    took 8 s, #16 finding 4)."""
+    totals = {
+        row["capacity_listing_id"]: row
+        for row in Order.objects.filter(capacity_listing__in=[x.id for x in listings])
+        .values("capacity_listing_id")
+        .annotate(
+            sold=Sum("filled_lots"),
+            resting=Sum(F("quantity_lots") - F("filled_lots"), filter=Q(status__in=OPEN_STATUSES)),
+        )
+        .order_by()
+    }
+    figures = {}
+    for listing in listings:
+        row = totals.get(listing.id, {})
+        sold, resting = row.get("sold") or 0, row.get("resting") or 0
+        retired_lots = listing.retired_tokens // listing.market.tokens_per_lot
+        unsold = max(0, listing.quantity_lots - sold - retired_lots)
+        figures[listing.id] = {
+            "sold": sold, "resting": resting, "unsold": unsold, "retired": retired_lots
+        }  # fmt: skip
+    return figures
+
+
 def _listing_figures(listing: CapacityListing) -> dict[str, int]:
-    orders = Order.objects.filter(capacity_listing=listing)
-    sold = orders.aggregate(total=Sum("filled_lots"))["total"] or 0
-    resting = sum(o.quantity_lots - o.filled_lots for o in orders.filter(status__in=OPEN_STATUSES))
-    retired_lots = listing.retired_tokens // listing.market.tokens_per_lot
-    unsold = max(0, listing.quantity_lots - sold - retired_lots)
-    return {"sold": sold, "resting": resting, "unsold": unsold, "retired": retired_lots}
+    return listing_figures_many([listing])[listing.id]
 
 
-def listing_json(listing: CapacityListing) -> dict[str, Any]:
+def listing_json(listing: CapacityListing, figures: dict[str, int] | None = None) -> dict[str, Any]:
+    """One listing as the API shows it; ``figures`` from ``listing_figures_many`` (else read)."""
     market = listing.market
-    figures = _listing_figures(listing)
+    figures = figures or _listing_figures(listing)
     return {
         "id": listing.id,
         "market": market.symbol,
@@ -213,9 +235,15 @@ def listing_json(listing: CapacityListing) -> dict[str, Any]:
     }
 
 
-def listing_list_json(*, user: User) -> list[dict[str, Any]]:
-    listings = CapacityListing.objects.select_related("market").filter(provider=user)
-    return [listing_json(listing) for listing in listings]
+def listing_list(*, user: User) -> QuerySet[CapacityListing]:
+    """The provider's listings, newest first (a page of it goes to ``listings_json``)."""
+    return CapacityListing.objects.select_related("market").filter(provider=user).order_by("-id")
+
+
+def listings_json(listings: list[CapacityListing]) -> list[dict[str, Any]]:
+    """A page of listings with their figures: two queries (the page, the figures)."""
+    figures = listing_figures_many(listings)
+    return [listing_json(listing, figures[listing.id]) for listing in listings]
 
 
 def allocation_list_json(*, user: User, limit: int = 500) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -37,7 +38,7 @@ from exchange.web import delivery_selectors
 from exchange.web.forms import CapacityForm, OrderForm, StatementForm
 from exchange.web.labels import script_labels
 from orders.api import fill_json, order_json
-from orders.capacity import allocation_list_json, capacity_list, listing_list_json
+from orders.capacity import allocation_list_json, capacity_list, listing_list, listings_json
 from orders.models import OPEN_STATUSES, Order, Trade
 from orders.selectors import fill_list, order_list
 from orders.services import (
@@ -272,11 +273,19 @@ def _with_markets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "unit": markets[row["market"]]} for row in rows]
 
 
+LISTINGS_PER_PAGE = 50
+
+
 def _provider_context(request: HttpRequest, form: CapacityForm | None = None) -> dict[str, Any]:
     sales = Trade.objects.filter(seller=request.user).select_related("market").order_by("-id")[:50]
+    # a page of listings, newest first, their figures in one query (#16 finding 4)
+    listings_page = Paginator(listing_list(user=request.user), LISTINGS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
     return {
         "form": form or CapacityForm(),
-        "listings": _with_markets(listing_list_json(user=request.user)),
+        "listings": _with_markets(listings_json(list(listings_page.object_list))),
+        "listings_page": listings_page,
         "sales": _with_markets([fill_json(trade, request.user.id) for trade in sales]),
     }
 

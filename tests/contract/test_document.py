@@ -97,8 +97,10 @@ def test_fixed_mismatches_of_issue_15(document) -> None:
     depth = next(p for p in paths["/api/v1/markets/{symbol}/book"]["get"]["parameters"]
                  if p["name"] == "depth")  # fmt: skip
     assert (depth["schema"]["minimum"], depth["schema"]["maximum"]) == (1, 100)
-    for path in ("/api/v1/capacity", "/api/v1/allocations"):
-        assert (
-            paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["type"]
-            == "array"
-        )
+    allocations = paths["/api/v1/allocations"]["get"]["responses"]["200"]
+    assert allocations["content"]["application/json"]["schema"]["type"] == "array"
+    # capacity listings page like orders and fills (limit, cursor; #16 finding 4)
+    capacity = paths["/api/v1/capacity"]["get"]
+    assert {"limit", "cursor"} <= {p["name"] for p in capacity["parameters"]}
+    page = capacity["responses"]["200"]["content"]["application/json"]["schema"]
+    assert page["$ref"].startswith("#/components/schemas/Paginated")

@@ -33,7 +33,7 @@ def test_provider_lists_capacity_with_an_ask_and_a_buyer_takes_part(market, trad
     assert balance(provider.user, SYMBOL) == (0, 3_000_000)
 
     place(buyer, side="buy", price="8.00", quantity="1.25")
-    listing = provider.get("/api/v1/capacity").json()[0]
+    listing = provider.get("/api/v1/capacity").json()["results"][0]
     assert (listing["sold_quantity"], listing["resting_quantity"], listing["unsold_quantity"]) == (
         "1.25",
         "1.75",
