@@ -213,3 +213,22 @@ def test_providers_from_before_onboarding_are_approved_by_the_migration(make_use
     migration.approve_existing_providers(django_apps, None)  # idempotent
     application = ProviderApplication.objects.get(user=user)
     assert (application.status, application.role) == ("approved", "both")
+
+
+def test_the_refusal_and_the_profile_page_speak_chinese(market, make_user) -> None:
+    user = make_user(role="buyer")
+    client = bot(user)
+    until = timezone.now() + timedelta(days=1)
+    response = client.post(
+        "/api/v1/capacity",
+        {"market": SYMBOL, "quantity": "1", "available_until": until.isoformat()},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert (
+        response.json()["error"]["message"]
+        == "只有获批的提供方才能挂出容量：请在个人资料页面申请。"
+    )
+    page = Client(headers={"accept-language": "zh-hans"})
+    page.force_login(user)
+    assert "申请成为提供方" in page.get(reverse("accounts:profile")).content.decode()
