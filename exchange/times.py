@@ -13,6 +13,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 # RFC 3339 date-time: a "T" (or space, as RFC 3339 allows), seconds required, a zone required.
 _RFC3339 = re.compile(
@@ -35,7 +37,11 @@ def time_text(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: every time in the exchange is timezone-aware")
     moment = moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    # not strftime: its %Y does not pad years before 1000 on every platform
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def ms_text(milliseconds: int) -> str:
@@ -75,10 +81,15 @@ def time_parse(raw: str | int) -> datetime:
         fraction, zone = tail[:-6], tail[-6:]
         text = f"{head}.{fraction[:6].ljust(6, '0')}{zone}"
     try:
-        # kept in its own offset: in UTC 0001-01-01T00:00+01:00 would fall before year 1
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError as error:  # e.g. month 13
         raise TimeFormatError(raw) from error
+    # In UTC (PostgreSQL takes offsets up to 15:59, RFC 3339 up to 23:59); an instant before
+    # year 1 or after 9999 there is clamped: as a bound it selects the same rows.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if moment.year < 5000 else LATEST
 
 
 TIME_FORMAT_HELP = (
