@@ -326,6 +326,62 @@ def request_outcome_record(
         )
 
 
+# Many outcomes in one statement (the gateway's finish hop settles a batch of requests).
+_OUTCOMES_INSERT_SQL = """
+INSERT INTO delivery_endpoints_healthsample
+       (endpoint_id, provider_id, market_id, at, source, ok, first_token_ms,
+        output_tokens_per_second)
+SELECT e.id, e.provider_id, e.market_id, %s, %s, v.ok, v.first_token_ms, v.tps
+  FROM unnest(%s::bigint[], %s::boolean[], %s::integer[], %s::numeric[])
+       AS v(endpoint_id, ok, first_token_ms, tps)
+  JOIN delivery_endpoints_endpoint e ON e.id = v.endpoint_id
+"""
+
+
+def request_outcomes_record(
+    *,
+    outcomes: list[tuple[int, bool, int | None, Decimal | None]],
+    at: datetime | None = None,
+) -> None:
+    """``request_outcome_record`` for many served requests at once: (endpoint id, ok, first
+    token ms, output tokens/s) each; two statements whatever their number. Outcomes of a
+    removed endpoint are dropped."""
+    if not outcomes:
+        return
+    moment = at or timezone.now()
+    columns: list[list[object]] = [[], [], [], []]
+    for endpoint_id, ok, first_token_ms, rate in outcomes:
+        columns[0].append(endpoint_id)
+        columns[1].append(ok)
+        columns[2].append(
+            first_token_ms if ok and first_token_ms is not None and first_token_ms >= 0 else None
+        )
+        columns[3].append(_tps_clean(rate) if ok else None)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_OUTCOMES_INSERT_SQL, [moment, SampleSource.REQUEST.value, *columns])
+    except IntegrityError:  # an endpoint deleted between the read and the commit: each alone
+        for endpoint_id, ok, first_token_ms, rate in outcomes:
+            request_outcome_record(
+                endpoint_id=endpoint_id,
+                ok=ok,
+                first_token_ms=first_token_ms,
+                output_tokens_per_second=rate,
+                at=moment,
+            )
+        return
+    answered = sorted({endpoint_id for endpoint_id, ok, _, _ in outcomes if ok})
+    if answered:
+        # as one call each: matches no row (and locks nothing) while they are healthy
+        Endpoint.objects.filter(id__in=answered, status=HealthStatus.FAILING).update(
+            status=HealthStatus.HEALTHY,
+            failing_since=None,
+            consecutive_failures=0,
+            last_success_at=moment,
+            last_error="",
+        )
+
+
 async def arequest_outcome_record(
     *,
     endpoint_id: int,

@@ -33,7 +33,8 @@ class _Slot:
 
 
 class GroupCommit(Generic[Item, Outcome]):
-    """``run(item)``: ``process([item, …])`` for whatever this process queued meanwhile.
+    """``run(item)``: ``process([item, …])`` for whatever this process queued meanwhile;
+    ``run_many(items)`` the same for a caller's whole batch.
 
     ``process`` returns one outcome per item, in order: a result, or an exception instance that
     ``run`` raises for that item alone. An exception raised by ``process`` itself (the database
@@ -48,19 +49,26 @@ class GroupCommit(Generic[Item, Outcome]):
         self._leading = False
 
     def run(self, item: Item) -> Outcome:
+        return self._answer(self.run_many([item])[0])
+
+    def run_many(self, items: list[Item]) -> list[Any]:
+        """The outcomes of ``items`` (results, or exception instances: not raised), processed
+        with whatever else is queued (one caller with a whole batch makes one group)."""
+        if not items:
+            return []
         if connection.in_atomic_block:
             # inside the caller's transaction: its own work must not join another's commit
-            return self._answer(self._group_process([item])[0])
-        slot = _Slot(item)
+            return self._group_process(list(items))
+        mine = [_Slot(item) for item in items]
         with self._condition:
-            self._queue.append(slot)
-            while not slot.done and self._leading:
+            self._queue.extend(mine)
+            while self._leading and not all(slot.done for slot in mine):
                 self._condition.wait()
-            if slot.done:
-                return self._answer(slot.outcome)
+            if all(slot.done for slot in mine):
+                return [slot.outcome for slot in mine]
             self._leading = True
         try:
-            while not slot.done:
+            while not all(slot.done for slot in mine):
                 with self._condition:
                     group = self._queue[: self.limit]
                     del self._queue[: self.limit]
@@ -83,7 +91,7 @@ class GroupCommit(Generic[Item, Outcome]):
             with self._condition:
                 self._leading = False
                 self._condition.notify_all()
-        return self._answer(slot.outcome)
+        return [slot.outcome for slot in mine]
 
     def _group_process(self, items: list[Item]) -> list[Any]:
         outcomes = list(self.process(items))

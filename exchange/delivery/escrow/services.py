@@ -113,19 +113,22 @@ def _weighted_price(market: Market, pairs: list[tuple[int, int]]) -> Decimal | N
     return (ticks * market.tick_size).quantize(market.tick_size, rounding=ROUND_FLOOR)
 
 
-# One round trip (the gateway reads this before every request): the user's unexpired lots of
-# the two markets with what is free on each, and the ledger's available balance of each market.
+# One round trip for a whole batch of the gateway's requests (it reads this before every
+# request): each asker's unexpired lots of its two markets with what is free on each, and the
+# ledger's available balance of each market.
 _HOLDINGS_SQL = """
-SELECT l.provider_id, l.market_id, l.price_ticks, l.expires_at,
+SELECT q.n, l.provider_id, l.market_id, l.price_ticks, l.expires_at,
        l.bought_tokens - l.delivered_tokens - l.credited_tokens - l.unconsumed_tokens
          - l.moved_tokens - l.reserved_tokens,
        (SELECT a.available FROM ledger_account a
-         WHERE a.owner_id = %(user)s AND a.asset_id = %(input_asset)s),
+         WHERE a.owner_id = q.holder AND a.asset_id = q.input_asset),
        (SELECT a.available FROM ledger_account a
-         WHERE a.owner_id = %(user)s AND a.asset_id = %(output_asset)s)
-  FROM delivery_escrow_lot l
- WHERE l.holder_id = %(user)s AND l.market_id IN (%(input)s, %(output)s)
-   AND l.closed_at IS NULL AND l.expires_at > %(now)s
+         WHERE a.owner_id = q.holder AND a.asset_id = q.output_asset)
+  FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])
+       AS q(n, holder, input, output, input_asset, output_asset)
+  JOIN delivery_escrow_lot l
+    ON l.holder_id = q.holder AND l.market_id IN (q.input, q.output)
+ WHERE l.closed_at IS NULL AND l.expires_at > %s
 """
 
 
@@ -134,19 +137,38 @@ def holdings_get(*, user: Any, pair: ModelPair) -> list[ProviderHolding]:
     unexpired lots, less what running requests reserved, capped by the ledger's available
     balance), the earliest expiry, and the weighted price per MTok of each; earliest expiry
     first. Providers with nothing available in either market are left out."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _HOLDINGS_SQL,
-            {
-                "user": user.pk,
-                "input": pair.input_market.id,
-                "output": pair.output_market.id,
-                "input_asset": pair.input_market.symbol,
-                "output_asset": pair.output_market.symbol,
-                "now": timezone.now(),
-            },
+    return holdings_get_many(askers=[(user, pair)])[0]
+
+
+def holdings_get_many(*, askers: list[tuple[Any, ModelPair]]) -> list[list[ProviderHolding]]:
+    """``holdings_get`` for each (user, pair), in one query."""
+    if not askers:
+        return []
+    columns = list(
+        zip(
+            *(
+                (
+                    number,
+                    user.pk,
+                    pair.input_market.id,
+                    pair.output_market.id,
+                    pair.input_market.symbol,
+                    pair.output_market.symbol,
+                )
+                for number, (user, pair) in enumerate(askers)
+            ),
+            strict=True,
         )
-        lots = cursor.fetchall()
+    )
+    rows: list[list[tuple[Any, ...]]] = [[] for _ in askers]
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDINGS_SQL, [*(list(column) for column in columns), timezone.now()])
+        for row in cursor.fetchall():
+            rows[row[0]].append(row[1:])
+    return [_holdings(pair, lots) for (_, pair), lots in zip(askers, rows, strict=True)]
+
+
+def _holdings(pair: ModelPair, lots: list[tuple[Any, ...]]) -> list[ProviderHolding]:
     caps: dict[int, int] = {}
     found: dict[int, dict[str, Any]] = {}
     for provider_id, market_id, price, expires_at, free, input_cap, output_cap in lots:
@@ -258,6 +280,13 @@ def reservation_open(
     ledger's and the lots' CHECK constraints stop an overdraft in any case.
     """
     return _opens.run(OpenRequest(user, pair, provider_id, input_tokens, output_tokens, key))
+
+
+def reservations_open_many(*, requests: list[OpenRequest]) -> list[Any]:
+    """``reservation_open`` for a caller's batch (the gateway's begin hop): one group, or as
+    few as ``_opens``' limit allows. An outcome per request, in order: its ``Reservation`` or
+    the exception it alone would have raised (returned, not raised)."""
+    return _opens.run_many(requests)
 
 
 def _open_check(request: OpenRequest) -> tuple[int, int]:
@@ -505,6 +534,13 @@ def reservation_settle(
     ``ReservationClosed``. Concurrent settles of this process share one transaction and one
     ledger post (``grouping``), each answered as if alone."""
     return _settles.run(SettleRequest(reservation_id, input_tokens, output_tokens, sla_missed))
+
+
+def reservations_settle_many(*, requests: list[SettleRequest]) -> list[Any]:
+    """``reservation_settle`` for a caller's batch (the gateway's finish hop). An outcome per
+    request, in order: its ``Settlement`` or the exception it alone would have raised
+    (``ReservationClosed``, …; returned, not raised)."""
+    return _settles.run_many(requests)
 
 
 def _settles_process(requests: list[SettleRequest]) -> list[Any]:

@@ -25,11 +25,11 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts.models import ApiKey, Profile
+from accounts.models import Profile
 from exchange.delivery.endpoints.crypto import secret_decrypt
 from exchange.delivery.endpoints.models import Endpoint, HealthStatus
 from exchange.delivery.endpoints.selectors import Upstream
@@ -38,29 +38,21 @@ from exchange.delivery.escrow.models import Reservation, ReservationStatus
 from exchange.delivery.escrow.selectors import ModelPair, model_pairs
 from exchange.delivery.escrow.services import (
     InsufficientAllocation,
-    ReservationClosed,
+    OpenRequest,
     Settlement,
-    holdings_get,
-    reservation_open,
     reservation_release,
-    reservation_settle,
+    reservations_open_many,
     reservations_reap,
 )
-from exchange.delivery.gateway import limits, slots
+from exchange.delivery.gateway import slots
 from exchange.delivery.gateway.metering import (
-    USAGE_DISPUTED,
     ServiceLevel,
     SlaOutcome,
     Usage,
-    estimate_prompt_tokens,
-    output_tokens_per_second,
-    reservation_size,
-    sla_evaluate,
 )
 from exchange.delivery.gateway.models import Generation, GenerationStatus
-from exchange.delivery.gateway.protocol import ChatRequest, GatewayError
-from exchange.delivery.gateway.routing import Candidate, route
-from exchange.markets.currencies import CURRENCY_DECIMALS
+from exchange.delivery.gateway.protocol import GatewayError
+from exchange.delivery.gateway.routing import Candidate
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +83,8 @@ class Plan:
     decimals: int
     remaining: list[Candidate]
     attempts: int = 0
+    # the key has a tokens-per-minute limit: its settled tokens are counted (``limits``)
+    counts_tokens: bool = False
     failures: list[str] = field(default_factory=list)
 
 
@@ -197,112 +191,8 @@ def _provider_stats(pair: ModelPair, sort: str | None) -> dict[int, dict[str, An
     return {row["provider_id"]: row for row in market_provider_stats(market=pair.output_market)}
 
 
-def request_begin(
-    *, user: Any, api_key: ApiKey | None, request: ChatRequest, public_id: str
-) -> tuple[Plan, Attempt]:
-    """Hop 1: check the model and the key's limits, pick the providers, write the generation
-    and reserve the worst case with the first provider that takes it. Raises ``GatewayError``
-    (nothing reserved, or everything released)."""
-    now = timezone.now()
-    pair = _model_pair(request.model.lower())
-    if pair is None:
-        raise GatewayError(
-            404,
-            "model_not_found",
-            f"The model {request.model!r} does not exist; GET /v1/models lists yours.",
-            param="model",
-        )
-    limits.model_check(api_key=api_key, model_id=pair.model_id)
-    limits.rate_check(api_key=api_key, now=now)
-    prompt_estimate = estimate_prompt_tokens(
-        request.messages,
-        tools=request.body.get("tools") or request.body.get("functions"),
-        response_format=request.body.get("response_format"),
-    )
-    default_max_tokens = pair.output_market.default_max_tokens
-    needed = reservation_size(
-        prompt_estimate=prompt_estimate,
-        max_tokens=request.max_tokens,
-        default_max_tokens=default_max_tokens,
-    )
-    holdings = holdings_get(user=user, pair=pair)
-    names = _provider_names([h.provider_id for h in holdings])
-    stats = _provider_stats(pair, request.provider.sort)
-    candidates = [
-        Candidate(
-            provider_id=h.provider_id,
-            name=names[h.provider_id],
-            expires_at=h.earliest_expiry,
-            input_tokens=h.input_tokens,
-            output_tokens=h.output_tokens,
-            price=(h.input_price or 0) + (h.output_price or 0)
-            if h.input_price is not None or h.output_price is not None
-            else None,
-            latency_ms=stats.get(h.provider_id, {}).get("first_token_ms", {}).get("p50"),
-            throughput=stats.get(h.provider_id, {}).get("output_tokens_per_second", {}).get("p50"),
-        )
-        for h in holdings
-    ]
-    healthy = set(_healthy_endpoints(pair)) if candidates else set()
-    ranked = route(
-        candidates,
-        healthy=healthy,
-        preferences=request.provider,
-        needed=needed,
-        model=pair.model_id,
-    )
-    budgeted = api_key is not None and bool(api_key.tokens_per_day or api_key.tokens_per_month)
-    # with a budget, one request of this key at a time passes here: the budget sum and the new
-    # row that counts against it commit together; without one, the insert is its own statement
-    with transaction.atomic(durable=True) if budgeted else records_transaction():
-        if budgeted and api_key is not None:
-            locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
-            limits.budget_check(api_key=locked, tokens=needed[0] + needed[1], now=now)
-        generation = Generation.objects.create(
-            public_id=public_id,
-            buyer=user,
-            api_key=api_key,
-            model_id=pair.model_id,
-            input_market=pair.input_market,
-            output_market=pair.output_market,
-            stream=request.stream,
-            reserved_input_tokens=needed[0],
-            reserved_output_tokens=needed[1],
-            currency=pair.output_market.quote_currency,
-            created_at=now,
-        )
-    plan = Plan(
-        generation_pk=generation.pk,
-        public_id=public_id,
-        user=user,
-        api_key_id=api_key.pk if api_key is not None else None,
-        pair=pair,
-        stream=request.stream,
-        prompt_estimate=prompt_estimate,
-        needed=needed,
-        level=ServiceLevel(
-            pair.output_market.max_first_token_latency_ms, pair.output_market.min_throughput_tps
-        ),
-        default_max_tokens=default_max_tokens,
-        decimals=CURRENCY_DECIMALS[pair.output_market.quote_currency],
-        remaining=ranked,
-    )
-    try:
-        attempt = _attempt_open(plan)
-    except Exception:
-        # our own failure (the database, a key that will not decrypt): the generation must not
-        # stay in progress until the reaper comes
-        Generation.objects.filter(pk=plan.generation_pk).update(
-            status=GenerationStatus.FAILED, error_code="gateway_error", finished_at=timezone.now()
-        )
-        raise
-    if attempt is None:
-        raise _attempts_exhausted(plan)
-    return plan, attempt
-
-
-def _attempt_open(plan: Plan) -> Attempt | None:
-    """Reserve with the next provider that has a healthy endpoint and enough lots."""
+def _attempt_candidate(plan: Plan) -> tuple[Candidate, Upstream] | None:
+    """The next provider with a healthy endpoint, or None when none is left."""
     while plan.remaining:
         candidate = plan.remaining.pop(0)
         try:
@@ -314,37 +204,95 @@ def _attempt_open(plan: Plan) -> Attempt | None:
         if upstream is None:
             plan.failures.append("unhealthy")
             continue
-        # the endpoint's concurrency limit, across all gateway processes (one Redis call)
-        slot = f"{plan.public_id}.{plan.attempts + 1}"
-        if not slots.take(
-            endpoint_id=upstream.endpoint_id, slot=slot, limit=upstream.concurrency_limit
-        ):
-            plan.failures.append("busy")
-            continue
-        plan.attempts += 1
-        try:
-            reservation = reservation_open(
-                user=plan.user,
-                pair=plan.pair,
-                provider_id=candidate.provider_id,
-                input_tokens=plan.needed[0],
-                output_tokens=plan.needed[1],
-                key=slot,
-            )
-        except InsufficientAllocation:
-            # another request of this buyer took the lots since holdings_get read them
-            slots.give_back(endpoint_id=upstream.endpoint_id, slot=slot)
-            plan.failures.append("insufficient_allocation")
-            continue
-        except BaseException:
-            slots.give_back(endpoint_id=upstream.endpoint_id, slot=slot)
-            raise
-        # the generation learns its provider and reservation when it finishes (one write
-        # less on the way to the first token); a crashed one is found by the reservation key
-        return Attempt(
-            plan.attempts, candidate.provider_id, candidate.name, reservation.id, upstream
-        )
+        return candidate, upstream
     return None
+
+
+def attempts_open(plans: list[Plan]) -> list[Attempt | BaseException | None]:
+    """Reserve each plan's worst case with its next provider that has a healthy endpoint,
+    enough lots and a free concurrency slot: per round, every plan's reservation in one escrow
+    group (``reservations_open_many``), then the slots of those reserved in one Redis round
+    trip. A plan refused (not enough allocation; a busy endpoint: its reservation released)
+    tries its next provider in the next round. Reserving before taking the slot keeps a
+    request that the buyer's allocation cannot cover from holding a slot meanwhile (in a batch,
+    it would make others look busy). Per plan: its Attempt, None (no provider left) or the
+    exception it alone met."""
+    results: list[Attempt | BaseException | None] = [None] * len(plans)
+    waiting = list(range(len(plans)))
+    while waiting:
+        asks: list[tuple[int, Candidate, Upstream, str]] = []
+        for number in waiting:
+            plan = plans[number]
+            try:
+                chosen = _attempt_candidate(plan)
+            except Exception as error:
+                results[number] = error
+                continue
+            if chosen is not None:
+                # every attempt its own key (a released reservation keeps its key)
+                plan.attempts += 1
+                asks.append((number, *chosen, f"{plan.public_id}.{plan.attempts}"))
+        if not asks:
+            break
+        outcomes = reservations_open_many(
+            requests=[
+                OpenRequest(
+                    plans[number].user,
+                    plans[number].pair,
+                    candidate.provider_id,
+                    plans[number].needed[0],
+                    plans[number].needed[1],
+                    slot,
+                )
+                for number, candidate, _, slot in asks
+            ]
+        )
+        waiting = []
+        reserved: list[tuple[int, Candidate, Upstream, str, int]] = []
+        for (number, candidate, upstream, slot), outcome in zip(asks, outcomes, strict=True):
+            if isinstance(outcome, InsufficientAllocation):
+                # another request of this buyer took the lots since holdings_get read them
+                plans[number].failures.append("insufficient_allocation")
+                waiting.append(number)
+            elif isinstance(outcome, BaseException):
+                results[number] = outcome
+            else:
+                reserved.append((number, candidate, upstream, slot, outcome.id))
+        if not reserved:
+            continue
+        try:
+            # the endpoints' concurrency limits, across all gateway processes
+            granted = slots.take_many(
+                asks=[(u.endpoint_id, slot, u.concurrency_limit) for _, _, u, slot, _ in reserved]
+            )
+        except BaseException:
+            for _, _, _, _, reservation_id in reserved:
+                reservation_release(reservation_id=reservation_id)
+            raise
+        for (number, candidate, upstream, _, reservation_id), taken in zip(
+            reserved, granted, strict=True
+        ):
+            plan = plans[number]
+            if not taken:
+                reservation_release(reservation_id=reservation_id)  # nothing charged
+                plan.failures.append("busy")
+                waiting.append(number)
+                continue
+            # the generation learns its provider and reservation when it finishes (one write
+            # less on the way to the first token); a crashed one is found by the reservation key
+            results[number] = Attempt(
+                plan.attempts, candidate.provider_id, candidate.name, reservation_id, upstream
+            )
+        waiting.sort()
+    return results
+
+
+def _attempt_open(plan: Plan) -> Attempt | None:
+    """Reserve with the next provider that has a healthy endpoint and enough lots."""
+    (outcome,) = attempts_open([plan])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _slot_give_back(plan: Plan, attempt: Attempt) -> None:
@@ -431,180 +379,6 @@ def request_aborted(*, plan: Plan, attempt: Attempt) -> None:
         attempts=plan.attempts,
         error_code="gateway_error",
         finished_at=timezone.now(),
-    )
-
-
-def request_finish(
-    *,
-    plan: Plan,
-    attempt: Attempt,
-    usage: Usage,
-    first_token_ms: int | None,
-    last_token_ms: int | None,
-    total_ms: int,
-    finish_reason: str | None,
-    broken: bool,
-    cancelled: bool,
-    time_limited: bool = False,
-) -> Finished:
-    """The last hop: judge the service level, settle the reservation (tokens drawn, SLA
-    credit), complete the generation, feed the provider's statistics and the key's minute."""
-    # the service level and speed from our own count of what was streamed: a provider's
-    # reported count must not make it look faster than it was
-    counted = (
-        usage.counted_completion_tokens
-        if usage.counted_completion_tokens is not None
-        else usage.completion_tokens
-    )
-    sla = sla_evaluate(
-        level=plan.level,
-        streamed=plan.stream,
-        first_token_ms=first_token_ms,
-        last_token_ms=last_token_ms,
-        total_ms=total_ms,
-        completion_tokens=counted,
-        broken=broken,
-    )
-    rate = output_tokens_per_second(
-        completion_tokens=counted,
-        first_token_ms=first_token_ms,
-        last_token_ms=last_token_ms,
-    )
-    status = (
-        GenerationStatus.BROKEN
-        if broken
-        else GenerationStatus.CANCELLED
-        if cancelled
-        else GenerationStatus.TIME_LIMITED
-        if time_limited
-        else GenerationStatus.COMPLETED
-    )
-    _slot_give_back(plan, attempt)  # the upstream call is over
-    settlement: Settlement | None
-    try:
-        settlement = reservation_settle(
-            reservation_id=attempt.reservation_id,
-            input_tokens=usage.prompt_tokens,
-            output_tokens=usage.completion_tokens,
-            sla_missed=not sla.met,
-        )
-    except ReservationClosed:
-        # reaped while still streaming (longer than GATEWAY_MAX_REQUEST_SECONDS): released,
-        # nothing charged; say so rather than charge twice
-        logger.error("generation %s: reservation released before settling", plan.public_id)
-        settlement = None
-        status = GenerationStatus.INTERRUPTED
-    if usage.source == USAGE_DISPUTED:
-        logger.warning(
-            "generation %s: provider %s reported more usage than was streamed; billed %s/%s "
-            "(our count of the completion: %s)",
-            plan.public_id,
-            attempt.provider_id,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            counted,
-        )
-    if settlement is not None:
-        if settlement.clipped_input_tokens or settlement.clipped_output_tokens:
-            logger.warning(
-                "generation %s: provider usage beyond the reservation not charged (%s, %s)",
-                plan.public_id,
-                settlement.clipped_input_tokens,
-                settlement.clipped_output_tokens,
-            )
-        charged = Usage(settlement.input_tokens, settlement.output_tokens, usage.source)
-    else:
-        charged = Usage(0, 0, usage.source)
-    now = timezone.now()
-    # The money is settled: from here nothing may fail the request (the buyer must get its
-    # usage, and the record must show the charge), so the records are written defensively.
-    try:
-        with records_transaction():
-            _finish_records(plan, attempt, usage, charged, settlement, sla, rate, status, now,
-                            first_token_ms, total_ms, finish_reason, broken)  # fmt: skip
-    except DatabaseError:
-        logger.exception("generation %s: record after settling failed", plan.public_id)
-        _finish_records_minimal(plan, attempt, charged, settlement, status, now)
-    try:
-        limits.tokens_record(api_key_id=plan.api_key_id, tokens=charged.total_tokens, now=now)
-    except Exception:
-        logger.exception("generation %s: the key's token minute not recorded", plan.public_id)
-    return Finished(charged, settlement, sla, rate, status)
-
-
-def _finish_records_minimal(
-    plan: Plan,
-    attempt: Attempt,
-    charged: Usage,
-    settlement: Settlement | None,
-    status: str,
-    now: Any,
-) -> None:
-    """The settled charge on the generation, nothing the provider said (the fallback when the
-    full record failed); still failing, the reaper closes it from its settled reservation."""
-    try:
-        Generation.objects.filter(pk=plan.generation_pk).update(
-            reservation_id=attempt.reservation_id,
-            provider_id=attempt.provider_id,
-            endpoint_id=attempt.upstream.endpoint_id,
-            attempts=plan.attempts,
-            prompt_tokens=charged.prompt_tokens,
-            completion_tokens=charged.completion_tokens,
-            input_cost_units=settlement.input_cost_units if settlement else 0,
-            output_cost_units=settlement.output_cost_units if settlement else 0,
-            credit_units=settlement.credit_units if settlement else 0,
-            status=status,
-            finished_at=now,
-        )
-    except DatabaseError:
-        logger.exception("generation %s: minimal record failed too", plan.public_id)
-
-
-def _finish_records(
-    plan: Plan,
-    attempt: Attempt,
-    usage: Usage,
-    charged: Usage,
-    settlement: Settlement | None,
-    sla: SlaOutcome,
-    rate: Decimal | None,
-    status: str,
-    now: Any,
-    first_token_ms: int | None,
-    total_ms: int,
-    finish_reason: str | None,
-    broken: bool,
-) -> None:
-    Generation.objects.filter(pk=plan.generation_pk).update(
-        reservation_id=attempt.reservation_id,
-        provider_id=attempt.provider_id,
-        endpoint_id=attempt.upstream.endpoint_id,
-        attempts=plan.attempts,
-        prompt_tokens=charged.prompt_tokens,
-        completion_tokens=charged.completion_tokens,
-        usage_source=usage.source,
-        input_cost_units=settlement.input_cost_units if settlement else 0,
-        output_cost_units=settlement.output_cost_units if settlement else 0,
-        credit_units=settlement.credit_units if settlement else 0,
-        first_token_ms=first_token_ms,
-        total_ms=total_ms,
-        output_tokens_per_second=rate,
-        status=status,
-        finish_reason=(finish_reason or "")[:32],  # the column's width (metering cleans it)
-        sla_met=sla.met,
-        sla_reason=sla.reason,
-        error_code="provider_broke_stream"
-        if broken
-        else "request_time_limit"
-        if status == GenerationStatus.TIME_LIMITED
-        else "",
-        finished_at=now,
-    )
-    request_outcome_record(
-        endpoint_id=attempt.upstream.endpoint_id,
-        ok=not broken,
-        first_token_ms=first_token_ms,
-        output_tokens_per_second=rate,
     )
 
 

@@ -87,6 +87,47 @@ def take(*, endpoint_id: int, slot: str, limit: int) -> bool:
     return bool(granted)
 
 
+def take_many(*, asks: list[tuple[int, str, int]]) -> list[bool]:
+    """``take`` for each (endpoint id, slot, limit), in order, in one Redis round trip (a
+    pipeline: each script still runs atomically, in turn)."""
+    global _script
+    client = _redis()
+    if client is None or len(asks) < 2:
+        return [take(endpoint_id=e, slot=slot, limit=limit) for e, slot, limit in asks]
+    now = time.time()
+    expires = now + _lifetime()
+    try:
+        if _script is None:
+            _script = client.register_script(_TAKE)
+        pipeline = client.pipeline(transaction=False)
+        for endpoint_id, slot, limit in asks:
+            _script(
+                keys=[f"{PREFIX}{endpoint_id}"],
+                args=[slot, repr(now), repr(expires), limit],
+                client=pipeline,
+            )
+        return [bool(granted) for granted in pipeline.execute()]
+    except RedisError:
+        logger.warning("%s slots not counted (Redis failed)", len(asks), exc_info=True)
+        return [True] * len(asks)
+
+
+def give_back_many(*, slots: list[tuple[int, str]]) -> None:
+    """``give_back`` for each (endpoint id, slot), in one Redis round trip."""
+    client = _redis()
+    if client is None or len(slots) < 2:
+        for endpoint_id, slot in slots:
+            give_back(endpoint_id=endpoint_id, slot=slot)
+        return
+    try:
+        pipeline = client.pipeline(transaction=False)
+        for endpoint_id, slot in slots:
+            pipeline.zrem(f"{PREFIX}{endpoint_id}", slot)
+        pipeline.execute()
+    except RedisError:
+        logger.warning("%s slots not given back", len(slots), exc_info=True)
+
+
 def give_back(*, endpoint_id: int, slot: str) -> None:
     """Release ``slot`` (idempotent; a lost release expires by itself)."""
     client = _redis()

@@ -9,8 +9,12 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from exchange.delivery.endpoints.models import HealthSample, HealthStatus, SampleSource
-from exchange.delivery.endpoints.services import request_outcome_record, samples_prune
+from exchange.delivery.endpoints.models import Endpoint, HealthSample, HealthStatus, SampleSource
+from exchange.delivery.endpoints.services import (
+    request_outcome_record,
+    request_outcomes_record,
+    samples_prune,
+)
 from tests.delivery.endpoints.conftest import OUT
 from tests.delivery.endpoints.helpers import live_endpoint
 
@@ -107,6 +111,47 @@ def test_a_served_success_brings_a_failing_endpoint_back(make_user, market) -> N
     )
     endpoint.refresh_from_db()
     assert (endpoint.status, endpoint.failing_since, endpoint.consecutive_failures) == (
+        HealthStatus.HEALTHY,
+        None,
+        0,
+    )
+
+
+def test_a_batch_of_served_requests_is_recorded_as_each_alone(make_user, market) -> None:
+    """The gateway's finish hop records a batch in two statements: the same samples as one
+    call each, an unknown endpoint's dropped, a failing endpoint that answered made healthy."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    served = live_endpoint(make_user(role="provider"), market)
+    failing = live_endpoint(make_user(role="provider"), market)
+    Endpoint.objects.filter(id=failing.id).update(
+        status=HealthStatus.FAILING, failing_since=timezone.now(), consecutive_failures=2
+    )
+    with CaptureQueriesContext(connection) as queries:
+        request_outcomes_record(
+            outcomes=[
+                (served.id, True, 250, Decimal("42.5")),
+                (served.id, False, 999, Decimal("1")),  # a failure keeps no timings
+                (failing.id, True, -5, Decimal("NaN")),  # unusable timings are dropped
+                (10**12, True, 100, None),  # an endpoint that is gone
+            ]
+        )
+
+    assert len([q for q in queries if "healthsample" in q["sql"]]) == 1
+    rows = sorted(
+        HealthSample.objects.filter(source=SampleSource.REQUEST).values_list(
+            "endpoint_id", "ok", "first_token_ms", "output_tokens_per_second"
+        ),
+        key=lambda row: (row[0], not row[1]),
+    )
+    assert rows == [
+        (served.id, True, 250, Decimal("42.5")),
+        (served.id, False, None, None),
+        (failing.id, True, None, None),
+    ]
+    failing.refresh_from_db()
+    assert (failing.status, failing.failing_since, failing.consecutive_failures) == (
         HealthStatus.HEALTHY,
         None,
         0,

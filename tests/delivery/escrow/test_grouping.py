@@ -146,3 +146,46 @@ def test_a_group_of_settles_answers_each_request_as_if_alone(pair, provider, mak
     assert balance(buyer.user, IN) == (10_000 - 1_500, 0)
     assert balance(buyer.user, OUT) == (10_000 - 3_500, 0)
     assert_audit_ok()
+
+
+def test_a_callers_batch_is_one_group_with_an_outcome_each():
+    """run_many: a caller's whole batch (the gateway's hop) is processed together, with what
+    others queued; each item's outcome comes back, an error as an instance (not raised)."""
+    groups: list[list[int]] = []
+
+    def process(items: list[int]) -> list[object]:
+        groups.append(list(items))
+        return [ValueError(item) if item == 3 else item * 10 for item in items]
+
+    grouped: GroupCommit[int, int] = GroupCommit(process, limit=3)
+    outcomes = grouped.run_many([1, 2, 3, 4])
+
+    assert groups == [[1, 2, 3], [4]]  # the limit splits it; the caller leads both
+    assert outcomes[:2] == [10, 20]
+    assert isinstance(outcomes[2], ValueError)
+    assert outcomes[3] == 40
+    assert grouped.run_many([]) == []
+
+
+def test_holdings_of_a_batch_in_one_query_match_each_alone(pair, provider, make_trader):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rich, poor, empty = make_trader(cny=100), make_trader(cny=100), make_trader(cny=100)
+    assert rich.order(market=OUT, side="buy", price="8.00", quantity="0.01")["status"] == "filled"
+    assert rich.order(market=IN, side="buy", price="2.00", quantity="0.01")["status"] == "filled"
+    assert poor.order(market=OUT, side="buy", price="8.00", quantity="0.01")["status"] == "filled"
+    reservation_open(user=rich.user, pair=pair, provider_id=provider.user.id,
+                     input_tokens=100, output_tokens=300, key="held")  # fmt: skip
+    askers = [(rich.user, pair), (poor.user, pair), (empty.user, pair), (rich.user, pair)]
+
+    with CaptureQueriesContext(connection) as queries:
+        together = services.holdings_get_many(askers=askers)
+
+    assert len(queries) == 1
+    assert together == [services.holdings_get(user=user, pair=p) for user, p in askers]
+    (rich_holding,) = together[0]
+    assert (rich_holding.input_tokens, rich_holding.output_tokens) == (9_900, 9_700)
+    (poor_holding,) = together[1]
+    assert (poor_holding.input_tokens, poor_holding.output_tokens) == (0, 10_000)
+    assert together[2] == []

@@ -32,6 +32,16 @@ def test_slots_are_redis_counted_limited_and_given_back(db, settings):
     assert slots.in_use(endpoint_id=endpoint) == 0
 
 
+def test_slots_taken_and_given_back_in_one_round_trip_as_each_alone(db, settings):
+    endpoint, other = 10**9 + 9, 10**9 + 10
+    asks = [(endpoint, "b.0", 2), (endpoint, "b.1", 2), (other, "b.2", 1), (endpoint, "b.3", 2)]
+    assert slots.take_many(asks=asks) == [True, True, True, False]
+    assert (slots.in_use(endpoint_id=endpoint), slots.in_use(endpoint_id=other)) == (2, 1)
+    assert slots.take_many(asks=[(endpoint, "b.1", 2), (other, "b.4", 1)]) == [True, False]
+    slots.give_back_many(slots=[(endpoint, "b.0"), (endpoint, "b.1"), (other, "b.2")])
+    assert (slots.in_use(endpoint_id=endpoint), slots.in_use(endpoint_id=other)) == (0, 0)
+
+
 def test_the_slots_of_a_dead_process_expire(db, settings):
     endpoint = 10**9 + 8
     assert slots.take(endpoint_id=endpoint, slot="live.0", limit=2)
