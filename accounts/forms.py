@@ -6,10 +6,19 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import REGION_CHOICES, SCOPE_CODES, Role
 
+# The column's length (User.email): a longer address is a form error, not a database error.
+EMAIL_MAX_LENGTH = 254
+PASSWORD_MAX_LENGTH = 4096  # hashing a megabyte-long password is a denial of service
+
 
 class SignUpForm(forms.Form):
-    email = forms.EmailField(label=_("Email"))
-    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, min_length=8)
+    email = forms.EmailField(label=_("Email"), max_length=EMAIL_MAX_LENGTH)
+    password = forms.CharField(
+        label=_("Password"),
+        widget=forms.PasswordInput,
+        min_length=8,
+        max_length=PASSWORD_MAX_LENGTH,
+    )
     role = forms.ChoiceField(label=_("I want to"), choices=Role.choices, initial=Role.BUYER)
     display_name = forms.CharField(label=_("Provider display name"), required=False, max_length=80)
     regions = forms.MultipleChoiceField(
@@ -22,7 +31,9 @@ class SignUpForm(forms.Form):
 
 class EmailAuthenticationForm(AuthenticationForm):
     username = forms.EmailField(
-        label=_("Email"), widget=forms.EmailInput(attrs={"autofocus": True})
+        label=_("Email"),
+        max_length=EMAIL_MAX_LENGTH,
+        widget=forms.EmailInput(attrs={"autofocus": True}),
     )
 
 

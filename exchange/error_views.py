@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
@@ -9,6 +12,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
 from exchange.api_errors import error_body
+from exchange.outages import dependency_outage, unavailable_response
+
+logger = logging.getLogger(__name__)
 
 # What a non-JSON client error under /api/ becomes (DRF's own answers are JSON already).
 _API_ERRORS = {
@@ -29,6 +35,10 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # reached for errors outside the view (a middleware saving the session, say)
+    error = sys.exc_info()[1]
+    if error is not None and dependency_outage(error):
+        return unavailable_response(request)
     if _is_api(request):
         return JsonResponse(error_body("server_error", _("Internal server error.")), status=500)
     return render(request, "500.html", status=500)
@@ -46,6 +56,14 @@ class ErrorPagesMiddleware(MiddlewareMixin):
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, Http404):
             return not_found(request, exception)
+        if dependency_outage(exception):
+            # PostgreSQL or Redis unreachable: 503 and a retry, never a 500 or the debug page
+            # (the transaction, if any, was rolled back: nothing of the request was written)
+            logger.warning(
+                "%s %s: dependency unavailable: %s: %s",
+                request.method, request.path, type(exception).__name__, exception,
+            )  # fmt: skip
+            return unavailable_response(request)
         return None
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:

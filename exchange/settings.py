@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # control characters in the URL: 400 before anything reads it (exchange.input_edge)
+    "exchange.input_edge.InputEdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -105,11 +107,18 @@ if env.bool("DATABASE_POOL", default=True):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=2),
         "max_size": env.int("DATABASE_POOL_MAX", default=16),
-        "timeout": 10,
+        # how long a request waits for a connection (all busy, or PostgreSQL unreachable: then
+        # it answers 503 service_unavailable, see exchange.outages)
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# An unreachable host (no refusal, no answer) fails a connection attempt after this long.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -179,6 +188,12 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# A cache call waits this long for Redis (connect and answer); past it Redis counts as down
+# and the call as a miss (exchange.cache).
+REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
+# /healthz fails (503) when a market's oldest command has waited for the runner longer.
+HEALTHZ_RUNNER_MAX_LAG_SECONDS = env.float("HEALTHZ_RUNNER_MAX_LAG_SECONDS", default=30.0)
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None
 # Without a broker, tasks run in-process at call time (the embedded default of `make run`).
@@ -207,7 +222,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser, refusing control characters in the body's strings
+    "DEFAULT_PARSER_CLASSES": ["exchange.input_edge.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "exchange.api_schema.ExchangeAutoSchema",
     "EXCEPTION_HANDLER": "exchange.api_errors.exception_handler",
     # per API key (or session user) when authenticated, per IP otherwise; RateLimit-* headers
@@ -257,7 +273,7 @@ STRIPE_ENABLED = bool(STRIPE_SECRET_KEY)
 
 # --- Security ---------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG

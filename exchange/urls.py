@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("exchange.web.urls")),
     path("", include("exchange.delivery.endpoints.web_urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),

@@ -1,9 +1,10 @@
-"""Site-wide pages: the home page (markets overview) and health check."""
+"""Site-wide pages: the home page (markets overview), readiness and liveness."""
 
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.cache import never_cache
 
+from exchange.health import health_report
 from exchange.markets.selectors import market_list
 
 
@@ -11,7 +12,16 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "exchange/home.html", {"markets": market_list()})
 
 
+@never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    """Readiness, for the load balancer: 200 when every dependency answers and the runner keeps
+    up, else 503 (``exchange.health``). Each dependency's result is in the body."""
+    ready, report = health_report()
+    return JsonResponse(report, status=200 if ready else 503)
+
+
+@never_cache
+def livez(request: HttpRequest) -> JsonResponse:
+    """Liveness, for the process supervisor: the process answers HTTP. Touches no dependency, so
+    an outage of PostgreSQL or Redis never gets healthy processes restarted."""
     return JsonResponse({"status": "ok"})

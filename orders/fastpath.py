@@ -44,6 +44,7 @@ import orjson
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
+from django.http import JsonResponse
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
@@ -52,6 +53,8 @@ from exchange.api_errors import error_body, exception_handler
 from exchange.api_throttles import rate_limit_headers, rate_limit_record
 from exchange.db import array_param, server_bound_cursor
 from exchange.errors import ExchangeError
+from exchange.input_edge import controls_refuse
+from exchange.outages import RETRY_AFTER_SECONDS, dependency_outage, unavailable_body
 from exchange.runner.progress import FALLBACK_SECONDS, progress_listen, progress_unlisten
 from orders import services
 from orders.api import (
@@ -203,13 +206,14 @@ class IntakeWorker:
             if not calls:  # stopping
                 connection.close()
                 return
+            _session_check()
             try:
                 self._accept(calls)
-            except Exception:  # the database went away: answer, reconnect on the next round
-                logger.exception("order intake failed")
+            except Exception as error:  # the database went away: answer, reconnect next round
+                _failure_log("order intake failed", error)
                 for call in calls:
                     if not call.answered and not call.waiting:  # placed ones get their answer
-                        self._answer(call, _server_error())
+                        self._answer(call, _failure_answer(error))
                 connection.close()
 
     def _accept(self, calls: list[_Call]) -> None:
@@ -236,7 +240,7 @@ class IntakeWorker:
             try:
                 outcomes = services._place_group([(c.user, r) for c, r in group])
             except Exception as error:  # nothing of this group was placed
-                logger.exception("order intake failed")
+                _failure_log("order intake failed", error)
                 for call, _ in group:
                     self._answer(call, _error_answer(error))
                 continue
@@ -366,15 +370,16 @@ class IntakeWorker:
             if not waiting:
                 continue
             last_read = time.monotonic()
+            _session_check()
             try:
                 self._poll(waiting)
-            except Exception:  # the database went away: answer, reconnect on the next round
-                logger.exception("order wait failed")
+            except Exception as error:  # the database went away: answer, reconnect next round
+                _failure_log("order wait failed", error)
                 failed = {id(c) for c in waiting}
                 with self._polling:
                     self._waiting = [c for c in self._waiting if id(c) not in failed]
                 for call in waiting:
-                    self._answer(call, _server_error())
+                    self._answer(call, _failure_answer(error))
                 connection.close()
 
     def _poll(self, waiting: list[_Call]) -> None:
@@ -427,9 +432,10 @@ def _body_json(body: bytes) -> Any:
     if not body:
         return {}
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
     except ValueError as error:  # UnicodeDecodeError included
         raise exceptions.ParseError(f"JSON parse error - {error}") from error
+    return controls_refuse(data)  # as exchange.input_edge.JSONParser does
 
 
 def _no_constants(name: str) -> Any:
@@ -487,7 +493,40 @@ def _error_answer(error: Exception) -> Answer:
                 if name.lower() in ("retry-after", "www-authenticate")
             ]
             return response.status_code, headers, orjson.dumps(response.data)
-    logger.error("order intake refused a request", exc_info=error)
+    if not dependency_outage(error):
+        logger.error("order intake refused a request", exc_info=error)
+    return _failure_answer(error)
+
+
+# An intake or wait thread keeps its database session between rounds; one idle this long is
+# checked before use (a round trip), so that a session the database dropped meanwhile (a
+# restart, a failover) is replaced instead of failing the next requests.
+SESSION_CHECK_AFTER_SECONDS = 1.0
+_session_used = threading.local()
+
+
+def _session_check() -> None:
+    now = time.monotonic()
+    idle = now - getattr(_session_used, "at", now)
+    _session_used.at = now
+    suspect = connection.errors_occurred or idle > SESSION_CHECK_AFTER_SECONDS
+    if connection.connection is not None and suspect and not connection.is_usable():
+        connection.close()
+
+
+def _failure_log(what: str, error: Exception) -> None:
+    if dependency_outage(error):  # one line, not a traceback per request of an outage
+        logger.warning("%s: dependency unavailable: %s: %s", what, type(error).__name__, error)
+    else:
+        logger.error(what, exc_info=error)
+
+
+def _failure_answer(error: Exception) -> Answer:
+    """What the DRF path answers for an unexpected error: 503 ``service_unavailable`` with
+    ``Retry-After`` when PostgreSQL or Redis is unreachable (``exchange.outages``), else 500."""
+    if dependency_outage(error):
+        body = JsonResponse(unavailable_body(), status=503).content
+        return 503, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())], body
     return _server_error()
 
 

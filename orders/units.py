@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Decimal, localcontext
 
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy
 
 from exchange.errors import ValidationFailed
+from exchange.input_bounds import decimal_parse
 from exchange.markets.models import Market
 
 MAX_TICKS = 10**12
 
 
-def _not_decimal(field: str) -> object:
-    return format_lazy(gettext_lazy("{field} must be a decimal string."), field=field)
-
-
 def parse_decimal(value: object, field: str) -> Decimal:
-    if isinstance(value, float | bool) or value is None:
-        raise ValidationFailed(_not_decimal(field), details={field: "invalid"})
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation as error:
-        raise ValidationFailed(_not_decimal(field), details={field: "invalid"}) from error
-    if not number.is_finite():
-        raise ValidationFailed(
-            format_lazy(gettext_lazy("{field} must be finite."), field=field),
-            details={field: "invalid"},
-        )
-    return number
+    """Bounded before any arithmetic (``exchange.input_bounds``): the divisions below are exact."""
+    return decimal_parse(value, field=field)
 
 
 def price_to_ticks(market: Market, value: object) -> int:

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope
 from exchange.api_paging import StrictCursorPagination
 from exchange.api_schema import decimal_string
+from exchange.input_bounds import date_bounds_check
 from exchange.ledger.models import AssetKind, Posting, TransactionKind
 from exchange.ledger.selectors import AssetBalance, balance_list, posting_list, statement_rows
 from exchange.ledger.units import amount_display, is_currency
@@ -120,6 +121,9 @@ class StatementQuerySerializer(serializers.Serializer):
     end = serializers.DateField(help_text="YYYY-MM-DD, inclusive (UTC).")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # 9999-12-31 made "the day after" (the range's end) overflow: a 500
+        date_bounds_check(attrs["start"], field="start")
+        date_bounds_check(attrs["end"], field="end")
         if attrs["end"] < attrs["start"]:
             raise serializers.ValidationError("end must not be before start.")
         return attrs

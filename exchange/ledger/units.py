@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from exchange.errors import ValidationFailed
+from exchange.input_bounds import DECIMAL_MAX_CHARACTERS, decimal_bounds_check
 from exchange.markets.currencies import CURRENCY_DECIMALS, TOKENS_PER_MTOK
 
 MTOK_DECIMALS = 6
@@ -40,12 +41,16 @@ def amount_parse(asset: str, text: str) -> int:
 
     Refuses anything finer than one ledger unit rather than rounding it away.
     """
+    text = str(text).strip()
+    if len(text) > DECIMAL_MAX_CHARACTERS:
+        raise ValidationFailed("amount is out of range.", details={"amount": "out_of_range"})
     try:
-        value = Decimal(str(text).strip())
+        value = Decimal(text)
     except InvalidOperation as error:
         raise ValidationFailed(f"{text!r} is not a decimal number.") from error
     if not value.is_finite():
         raise ValidationFailed(f"{text!r} is not a finite number.")
+    decimal_bounds_check(value, field="amount")  # before scaleb, which could overflow
     scaled = value.scaleb(CURRENCY_DECIMALS.get(asset, 0))
     if scaled != scaled.to_integral_value():
         unit = f"1e-{CURRENCY_DECIMALS[asset]} {asset}" if is_currency(asset) else "one token"

@@ -24,6 +24,7 @@ falls more than ``hub.MAX_BACKLOG`` frames behind is closed with code 1008.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,7 +50,10 @@ from exchange.marketdata.models import INTERVALS
 from exchange.marketdata.publisher import user_group
 from exchange.marketdata.selectors import book_state_get, candles_list, ticker_get
 from exchange.markets.models import Market
+from exchange.outages import dependency_outage
 from orders.units import lots_to_quantity, ticks_to_price
+
+logger = logging.getLogger(__name__)
 
 MARKET_CHANNELS = {"ticker", "trades", "book", *(f"candles:{name}" for name in INTERVALS)}
 MAX_MESSAGE_BYTES = 4096
@@ -76,6 +80,8 @@ def _key_user(key: str) -> tuple[Any, str | None, int | None]:
 # The close code of a connection whose key was revoked or whose session ended (4000-4999 are
 # the application's; 4401 reads as HTTP's 401).
 CREDENTIALS_ENDED_CODE = 4401
+# RFC 6455's "Try Again Later": the channel layer or the database is unreachable.
+UNAVAILABLE_CLOSE_CODE = 1013
 
 
 @database_sync_to_async
@@ -264,6 +270,38 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        try:
+            await self._dispatch(content)
+        except Exception as error:
+            if not dependency_outage(error):
+                raise
+            await self._unavailable(error, content.get("id"))
+
+    async def _unavailable(self, error: Exception, request_id: Any) -> None:
+        """The channel layer (Redis) or the database cannot be reached: say so, then close with
+        1013 "try again later" — the client reconnects with backoff and resubscribes, and the
+        page shows its feed offline meanwhile. Never a 1011."""
+        logger.warning(
+            "websocket refused: dependency unavailable: %s: %s", type(error).__name__, error
+        )
+        self.heartbeat.cancel()
+        self.outbox.stop()
+        frame = {
+            "type": "error",
+            "code": "service_unavailable",
+            "message": "Live data is unavailable right now; reconnect in a few seconds.",
+            "id": request_id,
+        }
+        try:
+            await self.base_send({"type": "websocket.send", "text": await self.encode_json(frame)})
+            await self.base_send(
+                {"type": "websocket.close", "code": UNAVAILABLE_CLOSE_CODE,
+                 "reason": "service unavailable"}
+            )  # fmt: skip
+        except Exception:  # already gone
+            return
+
+    async def _dispatch(self, content: dict[str, Any]) -> None:
         op = content.get("op")
         request_id = content.get("id")
         if op == "ping":
@@ -282,6 +320,9 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         symbols = content.get("markets", [])
         if not isinstance(channels, list) or not channels or not isinstance(symbols, list):
             return [], [], "channels must be a non-empty list and markets a list."
+        if not all(isinstance(item, str) for item in (*channels, *symbols)):
+            # a dict or list inside would not even hash (it closed the connection with 1011)
+            return [], [], "channels and markets must be lists of strings."
         unknown_channels = [c for c in channels if c not in MARKET_CHANNELS and c != "user"]
         if unknown_channels:
             return [], [], f"Unknown channel(s): {', '.join(map(str, unknown_channels))}."

@@ -24,6 +24,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from exchange.outages import OutageLog, dependency_outage
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,8 +75,10 @@ class _Background:
             market_id, market_message, user_messages = await self.queue.get()
             try:
                 await _send_all(self.layer, market_id, market_message, user_messages)
-            except Exception:  # a feed outage must never stop the runner
-                logger.exception("publishing market %s failed", market_id)
+            except Exception as error:  # a feed outage must never stop the runner
+                _failed(market_id, error)
+            else:
+                _outage.succeeded()
             finally:
                 with self.lock:
                     self.queued -= 1
@@ -111,8 +115,22 @@ def publish_batch(
         return
     try:
         async_to_sync(_send_all)(layer, market_id, market_message, user_messages)
-    except Exception:  # a feed outage must never stop the runner; clients resync by seq
-        logger.exception("publishing market %s failed", market_id)
+    except Exception as error:  # a feed outage must never stop the runner; clients resync by seq
+        _failed(market_id, error)
+    else:
+        _outage.succeeded()
+
+
+# Redis down: one WARNING when publishing starts failing and one INFO when it works again, not a
+# traceback per batch; what was not sent shows up as a seq gap and subscribers resync.
+_outage = OutageLog("channel layer (publishing)", logger)
+
+
+def _failed(market_id: int, error: Exception) -> None:
+    if dependency_outage(error):
+        _outage.failed(error)
+    else:
+        logger.error("publishing market %s failed", market_id, exc_info=error)
 
 
 async def _send_all(

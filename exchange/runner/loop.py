@@ -167,9 +167,17 @@ class RunnerLoop:
                     time.sleep(0.5)
                     continue
                 if done == 0:
-                    if connection.connection is None or not self.listening:
-                        self.listening = False
-                        self._listen()
+                    try:
+                        if connection.connection is None or not self.listening:
+                            self.listening = False
+                            self._listen()
+                    except Exception as error:
+                        # the database is unreachable: keep the thread, retry until it is back
+                        # (an exception here once ended the runner until a restart)
+                        logger.warning("runner cannot listen: %s: %s", type(error).__name__, error)
+                        self._recover()
+                        time.sleep(0.5)
+                        continue
                     self._wait()
         finally:
             self.release()

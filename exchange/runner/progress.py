@@ -7,7 +7,8 @@ and wakes that process's waiters (``progress_wait``), which then re-read their o
 Without Redis (``make run``: the runner is a thread of the one served process) the in-process
 wake-up is all there is. A waiter never depends on the message alone: it re-checks the cache
 at least every ``FALLBACK_SECONDS``, so a lost message (Redis restart) costs latency, not an
-answer.
+answer. With the cache's Redis unreachable the waiters read the runner's position from the
+database instead (``MarketEngineState.seq``, committed with each batch).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from exchange.cache import cache_redis_down
 from exchange.marketdata.state import runner_seq_key, runner_seq_store
+from exchange.outages import OutageLog
+from orders.models import MarketEngineState
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,8 @@ _versions: dict[int, int] = {}  # market id -> the runner's last announced journ
 _listener: threading.Thread | None = None
 _client: Any = None
 _callbacks: list[Callable[[], None]] = []  # told of every move (``progress_listen``)
+_publish_outage = OutageLog("Redis (runner progress publish)", logger)
+_listen_outage = OutageLog("Redis (runner progress listener)", logger)
 
 
 def _redis() -> Any:
@@ -74,8 +80,10 @@ def progress_announce(*, market_id: int, seq: int) -> None:
     if settings.REDIS_URL:
         try:
             _redis().publish(CHANNEL, f"{market_id}:{seq}")
-        except Exception:
-            logger.warning("runner progress not published", exc_info=True)
+        except Exception as error:  # logged once per outage; waiters poll meanwhile
+            _publish_outage.failed(error)
+        else:
+            _publish_outage.succeeded()
     runner_seq_store(market_id=market_id, seq=seq)
 
 
@@ -84,11 +92,12 @@ def _listen_forever() -> None:
         try:
             pubsub = _redis().pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(CHANNEL)
+            _listen_outage.succeeded()
             for message in pubsub.listen():
                 market_id, _, seq = message["data"].decode().partition(":")
                 _seen(int(market_id), int(seq))
-        except Exception:  # Redis restarted or unreachable: waiters fall back to the cache
-            logger.warning("runner progress listener lost Redis; retrying", exc_info=True)
+        except Exception as error:  # Redis restarted or unreachable: waiters poll meanwhile
+            _listen_outage.failed(error)
             time.sleep(1.0)
 
 
@@ -120,10 +129,16 @@ def progress_version(market_ids: Iterable[int]) -> tuple[int | None, ...]:
 
 def _from_cache(ids: list[int]) -> None:
     found = cache.get_many([runner_seq_key(market_id) for market_id in ids])
+    missing = [market_id for market_id in ids if runner_seq_key(market_id) not in found]
     for market_id in ids:
         value = found.get(runner_seq_key(market_id))
         if value is not None:
             _seen(market_id, int(value))
+    if missing and cache_redis_down():
+        # the cache's Redis is unreachable: the committed position is in the database
+        rows = MarketEngineState.objects.filter(market_id__in=missing)
+        for market_id, seq in rows.values_list("market_id", "seq"):
+            _seen(market_id, seq)
 
 
 def progress_wait(

@@ -205,8 +205,8 @@ class tokenexchange(ccxt.Exchange):  # ccxt names an exchange's class by its id
         query = dict(params)
         if since is not None:
             query["since"] = int(since)
-        if limit is not None:
-            query["limit"] = int(limit)
+        if limit is not None:  # the API's most per page (more: follow "next")
+            query["limit"] = max(1, min(int(limit), 1000))
         return query
 
     # -- markets and market data ------------------------------------------------------------
@@ -304,8 +304,8 @@ class tokenexchange(ccxt.Exchange):  # ccxt names an exchange's class by its id
         self.load_markets()
         market = self.market(symbol)
         query = {"symbol": market["id"], **(params or {})}
-        if limit is not None:
-            query["depth"] = limit
+        if limit is not None:  # the API gives at most 100 levels per side
+            query["depth"] = max(1, min(int(limit), 100))
         book = self._get("markets/{symbol}/book", query)
         timestamp = self.parse8601(self.safe_string(book, "time"))
         result = self.parse_order_book(book, market["symbol"], timestamp, "bids", "asks", 0, 1)

@@ -1,0 +1,94 @@
+"""NUL and other control characters refused at the edge: 400, before any view or query.
+
+In the URL (path and query string, raw or percent-encoded: ``/api/v1/markets/%00/book``,
+``?market=%00``) by ``InputEdgeMiddleware``; in JSON bodies by ``JSONParser`` (the API's parser;
+the order fast path calls ``controls_refuse`` the same way). PostgreSQL cannot store a NUL in
+text (it was a 500) and no field of this API means a control character; in bodies tab, newline
+and carriage return are text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.utils.translation import gettext
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+# C0 controls and DEL; in bodies tab, newline and carriage return are text.
+_URL_CONTROLS = re.compile(rb"[\x00-\x1f\x7f]")
+_TEXT_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_MAX_DEPTH = 32
+
+
+def controls_find(data: Any, path: str = "", depth: int = 0) -> str | None:
+    """The path ("body", "items.2.name", a key) of the first string in ``data`` (parsed JSON)
+    holding a control character, else None."""
+    if depth > _MAX_DEPTH:
+        return None  # the parser's own nesting limit applies first
+    if isinstance(data, str):
+        return (path or "body") if _TEXT_CONTROLS.search(data) else None
+    if isinstance(data, dict):
+        for key, item in data.items():
+            name = f"{path}.{key}" if path else str(key)
+            if _TEXT_CONTROLS.search(str(key)):
+                return path or "body"
+            found = controls_find(item, name, depth + 1)
+            if found:
+                return found
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found = controls_find(item, f"{path}.{index}" if path else str(index), depth + 1)
+            if found:
+                return found
+    return None
+
+
+def controls_refuse(data: Any) -> Any:
+    """``data`` as is, or ``ParseError`` (400 ``malformed_request``) naming where a control
+    character is."""
+    where = controls_find(data)
+    if where is not None:
+        raise ParseError(f"Control characters are not allowed (in {_printable(where)}).")
+    return data
+
+
+def _printable(text: str) -> str:
+    return _TEXT_CONTROLS.sub("?", text)[:100]
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing control characters in any string of the body."""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        return controls_refuse(super().parse(stream, media_type, parser_context))
+
+
+class InputEdgeMiddleware:
+    """400 for a request whose path or query string holds a control character (raw or
+    percent-encoded: ``/api/v1/markets/%00/book``, ``?market=%00``), before any view, query or
+    log line sees it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raw_path = request.META.get("PATH_INFO", "").encode("utf-8", "surrogateescape")
+        query = request.META.get("QUERY_STRING", "").encode("latin-1", "replace")
+        if _URL_CONTROLS.search(raw_path) or _URL_CONTROLS.search(
+            unquote_to_bytes(query.replace(b"+", b" "))
+        ):
+            return self._refuse(request)
+        return self.get_response(request)
+
+    @staticmethod
+    def _refuse(request: HttpRequest) -> HttpResponse:
+        message = gettext("Control characters are not allowed in the address.")
+        if request.path_info.startswith("/api/"):
+            body = {"error": {"code": "malformed_request", "message": message, "details": {}}}
+            return JsonResponse(body, status=400)
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
