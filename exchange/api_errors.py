@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from exchange.errors import ExchangeError
+from exchange.logs import refusal_expected
 
 _DRF_CODES = {
     exceptions.NotAuthenticated: "not_authenticated",
@@ -55,6 +56,8 @@ def _message_of(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ExchangeError):
         set_rollback()
+        if exc.expected:
+            refusal_expected(getattr(context.get("request"), "_request", None))
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.http_status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

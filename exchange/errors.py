@@ -21,6 +21,9 @@ class ExchangeError(Exception):
 
     code = "error"
     http_status = 400
+    # An expected refusal (a feature switched off, say): its 5xx is logged at INFO, not ERROR
+    # (exchange.logs.ExpectedRefusalsAtInfoFilter). Nothing to alert on.
+    expected = False
 
     def __init__(
         self, message: str | Promise = "", *, details: dict[str, Any] | None = None
@@ -134,6 +137,7 @@ class FundingDisabled(ExchangeError):
 
     code = "funding_disabled"
     http_status = 503
+    expected = True
 
 
 class PaymentProviderError(ExchangeError):

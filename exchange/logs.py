@@ -58,3 +58,21 @@ def json_formatter() -> logging.Formatter:
             structlog.processors.JSONRenderer(),
         ],
     )
+
+
+def refusal_expected(request: object) -> None:
+    """Mark ``request``'s answer as an expected refusal (``ExchangeError.expected``): Django's
+    ``django.request`` line for it is then logged at INFO (``ExpectedRefusalsAtInfoFilter``)."""
+    if request is not None:
+        request._expected_refusal = True  # type: ignore[attr-defined]
+
+
+class ExpectedRefusalsAtInfoFilter(logging.Filter):
+    """``django.request`` logs every 5xx at ERROR; a refusal we meant (503 ``funding_disabled``
+    on an exchange without Stripe keys) is routine, so its line goes out at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        if getattr(request, "_expected_refusal", False) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True

@@ -304,6 +304,7 @@ LOGGING = {
     "filters": {
         "client_errors_once": {"()": "exchange.logs.ClientErrorsOnceFilter"},
         "client_errors_at_info": {"()": "exchange.logs.ClientErrorsAtInfoFilter"},
+        "expected_refusals_at_info": {"()": "exchange.logs.ExpectedRefusalsAtInfoFilter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
@@ -312,7 +313,7 @@ LOGGING = {
         # lets it propagate to the root: every line twice under `make run`. Root only, once.
         "django": {"handlers": [], "propagate": True},
         # Each request is logged once, by the server's access log (see exchange.logs).
-        "django.request": {"filters": ["client_errors_once"]},
+        "django.request": {"filters": ["client_errors_once", "expected_refusals_at_info"]},
         "django.channels.server": {"filters": ["client_errors_at_info"]},
         # httpx logs every upstream request at INFO: a line per gateway request (its CPU and
         # the log volume); failures are logged by the gateway itself

@@ -100,6 +100,23 @@ def funding_require_enabled() -> None:
         )
 
 
+# What users read of a payment provider's failure (API errors, failure_reason): stable words of
+# ours. Stripe's own text (library messages, hostnames, request ids) goes to the log only.
+CHECKOUT_FAILED = "the payment could not be started"
+TRANSFER_REFUSED = "the payment provider refused the transfer"
+
+
+def _provider_failure_log(what: str, error: StripeGatewayError) -> None:
+    logger.warning(
+        "Stripe failed (%s): %s: %s (code %s)",
+        what,
+        type(error).__name__,
+        error.message,
+        error.code or "-",
+        exc_info=error.__cause__,
+    )
+
+
 def _profile(user: Any) -> Profile:
     profile, _created = Profile.objects.get_or_create(user=user)
     return profile
@@ -211,12 +228,14 @@ def deposit_create(
             idempotency_key=f"deposit-{deposit.pk}-checkout",
         )
     except StripeGatewayError as error:
+        _provider_failure_log(f"checkout of deposit {deposit.pk}", error)
         Deposit.objects.filter(pk=deposit.pk, status=DepositStatus.PENDING).update(
-            status=DepositStatus.FAILED, failure_reason=f"checkout: {error.message}"[:255]
+            status=DepositStatus.FAILED, failure_reason=CHECKOUT_FAILED
         )
-        raise PaymentProviderError(f"Stripe could not start the payment: {error.message}") from (
-            error
-        )
+        raise PaymentProviderError(
+            "The payment provider could not start the payment; nothing was charged. "
+            "Please try again later."
+        ) from error
     Deposit.objects.filter(pk=deposit.pk).update(
         stripe_session_id=session.id, checkout_url=session.url
     )
@@ -492,7 +511,10 @@ def connect_onboarding_link(*, user: Any, refresh_url: str, return_url: str) -> 
             idempotency_key=f"user-{user.pk}-account-link-{uuid.uuid4().hex}",
         )
     except StripeGatewayError as error:
-        raise PaymentProviderError(f"Stripe onboarding is unavailable: {error.message}") from error
+        _provider_failure_log(f"payout onboarding of user {user.pk}", error)
+        raise PaymentProviderError(
+            "Payout onboarding is unavailable right now; please try again later."
+        ) from error
 
 
 def connected_account_refresh(*, user: Any) -> ConnectedAccount | None:
@@ -504,7 +526,10 @@ def connected_account_refresh(*, user: Any) -> ConnectedAccount | None:
     try:
         state = stripe_gateway.connected_account_retrieve(account_id=account.stripe_account_id)
     except StripeGatewayError as error:
-        raise PaymentProviderError(f"Stripe is unavailable: {error.message}") from error
+        _provider_failure_log(f"payout account of user {user.pk}", error)
+        raise PaymentProviderError(
+            "The payment provider is unavailable right now; please try again later."
+        ) from error
     account.details_submitted, account.payouts_enabled = (
         state.details_submitted,
         state.payouts_enabled,
@@ -637,7 +662,8 @@ def _withdrawal_finish(withdrawal_id: int, *, transfer_id: str | None, reason: s
                 **arguments, idempotency_key=f"withdrawal:{withdrawal.pk}:release"
             )
             withdrawal.status = WithdrawalStatus.RELEASED
-            withdrawal.failure_reason = reason[:255]
+            # the user reads failure_reason (API, payouts page): our words; Stripe's in the log
+            withdrawal.failure_reason = TRANSFER_REFUSED
             logger.warning("Withdrawal %s refused by Stripe: %s", withdrawal.pk, reason)
         withdrawal.finished_at = timezone.now()
         withdrawal.save()

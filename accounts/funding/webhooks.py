@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.funding.services import HANDLED_EVENT_TYPES, stripe_event_record
 from exchange.api_errors import error_body
+from exchange.logs import refusal_expected
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def event_verify(*, payload: bytes, signature: str | None) -> dict[str, Any]:
 @require_POST
 def stripe_webhook(request: HttpRequest) -> JsonResponse:
     if not settings.STRIPE_WEBHOOK_SECRET:
+        refusal_expected(request)
         return JsonResponse(
             error_body("funding_disabled", "Stripe webhooks are not configured."), status=503
         )
