@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,13 @@ class _Connection:
 
 
 async def _load(
-    base: str, keys: list[str], clients: int, requests: int, body: bytes, server_pid: int
+    base: str,
+    keys: list[str],
+    clients: int,
+    requests: int,
+    body: bytes,
+    server_pid: int,
+    database_pids: Callable[[], tuple[int, ...]] = tuple,
 ) -> dict[str, Any]:
     address = base.removeprefix("http://").split("/", 1)
     host, port = address[0].split(":")
@@ -193,9 +200,13 @@ async def _load(
     await _Connection(host, int(port)).stream(path, body, keys[0])  # warm up
     started, cpu = time.perf_counter(), time.process_time()
     gateway_cpu = _cpu_seconds(server_pid)
+    database_before = {pid: _cpu_seconds(pid) for pid in await asyncio.to_thread(database_pids)}
     await asyncio.gather(*(worker(keys[n % len(keys)]) for n in range(clients)))
     elapsed = time.perf_counter() - started
     cpu, gateway_cpu = time.process_time() - cpu, _cpu_seconds(server_pid) - gateway_cpu
+    # a backend the pool opened during the run counts from 0
+    database_after = await asyncio.to_thread(database_pids)
+    database_cpu = sum(_cpu_seconds(pid) - database_before.get(pid, 0.0) for pid in database_after)
     return {
         "completed": len(first_tokens),
         "errors": errors,
@@ -208,12 +219,15 @@ async def _load(
         "server_cpu_ms": gateway_cpu * 1000 / max(1, len(first_tokens)),
         "client_cpu_ms": cpu * 1000 / max(1, len(first_tokens)),
         "client_cpu_share": cpu / elapsed,
+        # PostgreSQL's backends serving this database (same machine), per request
+        "database_cpu_ms": database_cpu * 1000 / max(1, len(first_tokens)),
+        "load_average": os.getloadavg()[0],
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` and its children (uvicorn's workers), from /proc
-    (Linux): on a shared machine, CPU per request says more than requests/s."""
+def _cpu_seconds(*pids: int) -> float:
+    """User + system CPU of processes ``pids`` and their children (uvicorn's workers), from
+    /proc (Linux): on a shared machine, CPU per request says more than requests/s."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -223,9 +237,25 @@ def _cpu_seconds(pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+        if int(entry.name) in pids or int(fields[1]) in pids:  # fields[1]: the parent's pid
             total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
+
+
+def _database_pids() -> tuple[int, ...]:
+    """The PostgreSQL backends connected to this database now (the gateway's pool keeps its
+    connections, so they serve the whole run; their CPU is read from /proc when PostgreSQL
+    runs on this machine, else it counts 0). Called in a thread of its own (its own
+    connection, closed after)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            return tuple(row[0] for row in cursor.fetchall())
+    finally:
+        connection.close()
 
 
 def _wait_up(url: str, headers: dict[str, str] | None = None) -> None:
@@ -307,8 +337,9 @@ class Command(BaseCommand):
                 ("gateway", f"http://127.0.0.1:{gateway_port}/v1", keys, gateway_process),
             ):
                 results[name] = uvloop.run(
-                    _load(base, secrets, options["clients"], options["requests"], body, server.pid)
-                )
+                    _load(base, secrets, options["clients"], options["requests"], body, server.pid,
+                          _database_pids if name == "gateway" else tuple)
+                )  # fmt: skip
                 r = results[name]
                 self.stdout.write(
                     f"{name:8} completed {r['completed']:6d} errors {r['errors']:4d}  "
@@ -318,6 +349,8 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{'':8} CPU per request: server {r['server_cpu_ms']:.2f} ms, client "
                     f"{r['client_cpu_ms']:.2f} ms (client busy {r['client_cpu_share']:.0%})"
+                    + (f", PostgreSQL {r['database_cpu_ms']:.2f} ms" if name == "gateway" else "")
+                    + f"; load average {r['load_average']:.1f}"
                 )
             direct, gateway = results["direct"], results["gateway"]
             self.stdout.write(
