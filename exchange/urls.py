@@ -7,6 +7,7 @@ from accounts.funding.urls import web_urlpatterns as funding_pages
 from accounts.funding.webhooks import stripe_webhook
 from accounts.login_security import TwoFactorAdminSite
 from exchange import views
+from exchange.marketdata.api import asyncapi_document
 from exchange.metrics import metrics_view
 
 # The admin: staff verified by TOTP in this session, logging in through the site's throttled
@@ -34,6 +35,7 @@ urlpatterns = [
     path("stripe/webhook", stripe_webhook, name="stripe-webhook"),
     path("funding/", include(funding_pages)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/asyncapi/", asyncapi_document, name="api-asyncapi"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
 ]

@@ -35,6 +35,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
+from django.utils import timezone
 
 from exchange.marketdata import hub
 from exchange.marketdata.hub import (
@@ -48,9 +49,10 @@ from exchange.marketdata.hub import (
 )
 from exchange.marketdata.models import INTERVALS
 from exchange.marketdata.publisher import user_group
-from exchange.marketdata.selectors import book_state_get, candles_list, ticker_get
+from exchange.marketdata.selectors import book_state_get, book_time, candle_latest, ticker_get
 from exchange.markets.models import Market
 from exchange.outages import dependency_outage
+from exchange.times import ms_text, time_text
 from orders.units import lots_to_quantity, ticks_to_price
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,12 @@ def _frame_send(send: Callable[[dict[str, Any]], Awaitable[None]]) -> Any:
     while isinstance(getattr(send, "__self__", None), InstanceSessionWrapper):
         send = send.__self__.real_send
     return send
+
+
+def _update_time(update: dict[str, Any]) -> str | None:
+    """The batch's time (a runner from before times were sent gives none)."""
+    moment = update.get("time")
+    return ms_text(moment) if moment is not None else None
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):
@@ -220,7 +228,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)
-            await self.send_json({"type": "heartbeat", "time": int(time.time() * 1000)})
+            await self.send_json({"type": "heartbeat", "time": time_text(timezone.now())})
             # the backstop of the push in ``_user_message``: a revocation or logout whose
             # message was lost (channel layer down) still ends the private channel
             recheck = time.monotonic() - self.credential_checked
@@ -420,6 +428,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 "bids": levels_public(market, state["bids"]),
                 "asks": levels_public(market, state["asks"]),
                 "checksum": state["checksum"],
+                "time": book_time(state),
             }
         )
 
@@ -428,12 +437,10 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"channel": "ticker", **ticker})
 
     async def send_open_candle(self, market: Market, interval: str) -> None:
-        candles = await database_sync_to_async(candles_list)(
-            market=market, interval=interval, start=None, end=None, limit=1
-        )
-        if candles:
+        candle = await database_sync_to_async(candle_latest)(market=market, interval=interval)
+        if candle:
             await self.send_json(
-                {"channel": f"candles:{interval}", "market": market.symbol, "candle": candles[0]}
+                {"channel": f"candles:{interval}", "market": market.symbol, "candle": candle}
             )
 
     # -- the public feed, from the hub (synchronous: queue frames, never wait) -----------------
@@ -520,14 +527,14 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                     {"kind": "order", "market": market.symbol, "id": update["id"],
                      "status": update["status"],
                      "filled_quantity": lots_to_quantity(market, update["filled_lots"]),
-                     "cancel_reason": update["cancel_reason"]}
+                     "cancel_reason": update["cancel_reason"], "time": _update_time(update)}
                 )  # fmt: skip
             else:
                 updates.append(
                     {"kind": "fill", "market": market.symbol, "trade_id": update["trade_id"],
                      "side": update["side"], "price": ticks_to_price(market, update["price_ticks"]),
                      "quantity": lots_to_quantity(market, update["quantity_lots"]),
-                     "liquidity": update["liquidity"]}
+                     "liquidity": update["liquidity"], "time": _update_time(update)}
                 )  # fmt: skip
         if updates:
             await self.send_json({"channel": "user", "updates": updates})

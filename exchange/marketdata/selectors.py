@@ -198,11 +198,5 @@ def candle_latest(*, market: Market, interval: str) -> dict[str, Any] | None:
     return candles_public(market, rows)[0] if rows else None
 
 
-def candles_list(*, market: Market, interval: str, limit: int, **_: Any) -> list[dict[str, Any]]:
-    """The latest ``limit`` candles, oldest first (to go: the consumer reads ``candle_latest``)."""
-    rows = list(candles_query(market=market, interval=interval).order_by("-start")[:limit])
-    return candles_public(market, rows[::-1])
-
-
 def interval_valid(interval: str) -> bool:
     return interval in INTERVALS
