@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Profile
+from accounts.onboarding import ProviderNotApproved, provider_require_approved
 from exchange.errors import ExchangeError, NotFound
 from exchange.ledger.selectors import (
     asset_codes_public,
@@ -60,9 +61,13 @@ def access_profile(request: HttpRequest) -> Profile:
 
 
 def access_provider(request: HttpRequest) -> Profile:
-    """The logged-in provider's profile; buyers get 403."""
+    """The logged-in provider's profile; buyers get 403 (saying where their application is)."""
     profile = access_profile(request)
     if not profile.is_provider:
+        try:
+            provider_require_approved(user=request.user)
+        except ProviderNotApproved as error:
+            raise PermissionDenied(error.message) from error
         raise PermissionDenied(_("This page is for providers."))
     return profile
 

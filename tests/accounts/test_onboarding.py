@@ -90,6 +90,7 @@ def test_a_provider_signup_is_a_pending_application_that_cannot_list(market, set
         {"market": market.id, "quantity": "1", "available_until": "2030-01-01T00:00"},
     )
     assert page.status_code == 403
+    assert "waiting for review" in page.content.decode()
     assert not CapacityListing.objects.exists()
     status = client.get(reverse("accounts:profile")).content.decode()
     assert 'data-status="pending"' in status

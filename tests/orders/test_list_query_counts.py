@@ -24,7 +24,7 @@ from exchange.markets.models import Market
 from orders.capacity import capacity_list
 from orders.models import CapacityListing
 from tests.delivery.endpoints.helpers import live_endpoint
-from tests.orders.conftest import place
+from tests.orders.conftest import SYMBOL, place
 
 pytestmark = pytest.mark.django_db
 
@@ -135,7 +135,12 @@ def test_orders_and_fills(provider, market, trader, fund) -> None:
             place(buyer, side="buy", price="9.00", quantity="1")
 
     assert_constant(lambda: buyer.get("/api/v1/orders"), grow, most=8)
-    assert_constant(lambda: buyer.get("/api/v1/fills"), lambda n: grow(n), most=8)
+    assert_constant(lambda: buyer.get("/api/v1/fills"), grow, most=8)
+    panel = page(buyer.user)
+    for tab in ("open", "history", "fills"):
+        assert_constant(
+            lambda tab=tab: panel.get(f"/trade/{SYMBOL}/orders/", {"tab": tab}), grow, most=30
+        )
 
 
 def test_ledger_and_balances(trader) -> None:
@@ -166,6 +171,8 @@ def test_deposits_and_withdrawals(trader) -> None:
 
     assert_constant(lambda: user.get("/api/v1/deposits"), grow, most=8)
     assert_constant(lambda: user.get("/api/v1/withdrawals"), grow, most=8)
+    assert_constant(lambda: page(user.user).get("/funding/deposits/"), grow, most=30)
+    assert_constant(lambda: page(user.user).get("/funding/payouts/"), grow, most=30)
 
 
 def test_api_keys_and_audit_log(make_user) -> None:
@@ -217,3 +224,4 @@ def test_allocations_and_generations(provider, market, trader, fund) -> None:
     assert_constant(lambda: buyer.get("/api/v1/allocations"), grow, most=10)
     assert_constant(lambda: buyer.get("/api/v1/generations"), grow, most=8)
     assert_constant(lambda: page(buyer.user).get("/portfolio/"), grow, most=30)
+    assert_constant(lambda: page(buyer.user).get("/use/"), grow, most=30)
