@@ -110,6 +110,44 @@ LINKS: dict[str, list[tuple[str, dict[str, str]]]] = {
 }
 
 
+_ORDER_EXAMPLE = {
+    "market": "QWEN3.6-PLUS-OUT-CNY",
+    "side": "buy",
+    "type": "limit",
+    "price": "8.01",
+    "quantity": "2.5",
+    "time_in_force": "IOC",
+    "client_order_id": "bot-7-000123",
+}
+# Request bodies as a bot sends them (by operationId).
+REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "orders_place": _ORDER_EXAMPLE,
+    "v1_orders_batch_create": {
+        "orders": [_ORDER_EXAMPLE, {**_ORDER_EXAMPLE, "price": "8.00", "client_order_id": None}]
+    },
+    "v1_capacity_create": {
+        "market": "QWEN3.6-PLUS-OUT-CNY",
+        "quantity": "500",
+        "available_until": "2026-12-31T00:00:00.000Z",
+        "ask_price": "9.50",
+    },
+    "v1_api_keys_create": {
+        "name": "trading bot",
+        "scopes": ["read", "trade"],
+        "expires_at": "2030-06-30T00:00:00.000Z",
+    },
+    "v1_deposits_create": {"currency": "CNY", "amount": "100.00", "client_request_id": "dep-1"},
+    "v1_withdrawals_create": {"currency": "CNY", "amount": "50.00", "client_request_id": "wd-1"},
+    "provider_endpoints_create": {
+        "market": "QWEN3.6-PLUS-OUT-CNY",
+        "base_url": "https://api.example.com/v1",
+        "api_key": "sk-upstream-secret",
+        "model_id": "qwen3.6-plus",
+        "concurrency_limit": 8,
+    },
+}
+
+
 class ExchangeAutoSchema(AutoSchema):
     def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         operation = super().get_operation(*args, **kwargs)
@@ -127,6 +165,10 @@ class ExchangeAutoSchema(AutoSchema):
                     "content": {"application/json": {"schema": error}},
                 },
             )
+        example = REQUEST_EXAMPLES.get(operation["operationId"])
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if example is not None and body is not None:
+            body.setdefault("examples", {"bot": {"value": example}})
         invalid = responses["400"]["content"]["application/json"]
         if "requestBody" in operation and "examples" not in invalid:
             invalid["examples"] = {

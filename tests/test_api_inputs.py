@@ -62,6 +62,26 @@ def test_a_wrong_type_is_invalid_naming_the_field(client) -> None:
     assert not Order.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/orders", {"market": SYMBOL, "side": "buy", "price": 8, "quantity": "1"}, "price"),
+        (
+            "/api/v1/api-keys",
+            {"name": "k", "scopes": ["read"], "allowed_models": [0]},
+            "allowed_models",
+        ),
+        ("/api/v1/api-keys", {"name": True, "scopes": ["read"]}, "name"),
+    ],
+)
+def test_a_number_or_boolean_for_text_is_refused(client, path, body, field) -> None:
+    keys_before = ApiKey.objects.count()
+    error = error_of(client.post(path, body, format="json"), 400)
+    assert (error["code"], error["details"]) == ("invalid", {field: ["Not a valid string."]})
+    assert ApiKey.objects.count() == keys_before
+    assert not Order.objects.exists()
+
+
 def test_a_missing_body_is_invalid(client) -> None:
     error = error_of(client.post("/api/v1/orders", content_type="application/json"), 400)
     assert error["code"] == "invalid"

@@ -164,6 +164,7 @@ def test_replays_and_refusals_answer_as_through_django(app, bot, make_user) -> N
         order(quantity="100000"),  # more than the funds
         order(price="8.001"),  # off the tick
         {"side": "buy"},
+        order(price=8),  # a number for a decimal string
         order(timeInForce="IOC"),  # a misspelt field is refused, never ignored
         order(time_in_force="IOC", clientOrderId="abc"),
     ]
