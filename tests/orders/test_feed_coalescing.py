@@ -93,7 +93,10 @@ def test_batches_inside_the_window_are_published_once_with_every_change(
     bids, asks = book.l2(10)
     assert merged["book"]["checksum"] == book_checksum(bids, asks)
     # readers (REST /book, websocket snapshots) see what was published, under the same seq
-    assert book_state_load(market_id=market.id) == book_snapshot_build(book, start_seq + 2)
+    # (with the time of the book's last change: the last batch's, as the update carried)
+    stored = book_state_load(market_id=market.id)
+    assert stored == book_snapshot_build(book, start_seq + 2, merged["book"]["time"])
+    assert isinstance(stored["time"], int)
     # the seq is durable before it is published
     assert MarketEngineState.objects.get(market=market).book_seq >= start_seq + 2
     assert runner.feed_due() is None
