@@ -9,21 +9,34 @@ ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install install-dev services services-down shell manage browser-deps lint format \
-	migrate clean
+	migrate clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -e .
+# Python dependencies come from the lockfiles (exact versions and every file's sha256: pip refuses
+# anything else), then the project itself without dependencies; CI (.ci/run) and production
+# install the same versions. After changing dependencies in pyproject.toml: `make lock`.
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
+	$(BIN)/pip install --require-hashes -r requirements.lock
+	$(BIN)/pip install --no-deps -e .
 	touch $@
 
-# The ccxt exchange class ships as its own package (clients/ccxt); the suite tests it live.
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml clients/ccxt/pyproject.toml
-	$(BIN)/pip install -e '.[dev]'
-	$(BIN)/pip install -e clients/ccxt
+# The ccxt exchange class ships as its own package (clients/ccxt); the suite tests it live (its
+# one dependency, ccxt, is in the dev lockfile).
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml clients/ccxt/pyproject.toml \
+		requirements-dev.lock
+	$(BIN)/pip install --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --no-deps -e . -e clients/ccxt
 	touch $@ $(VENV)/.installed
+
+# Re-resolve both lockfiles from pyproject.toml (the newest versions it allows, for every
+# platform); `make lock ARGS="--upgrade-package django"` moves one package. Commit the lockfiles.
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
+lock: $(VENV)/.installed-dev
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(ARGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(ARGS) -o requirements-dev.lock
 
 # Front-end libraries (package.json + lockfile), served as static files; never a CDN.
 node_modules/.installed: package.json package-lock.json
@@ -72,6 +85,7 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/bandit -c pyproject.toml -r exchange accounts orders --quiet
 
 format: install-dev
 	$(BIN)/ruff check --fix .

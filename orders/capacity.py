@@ -351,7 +351,7 @@ def capacity_expire_due(*, now: datetime | None = None) -> int:
             for order_id in open_asks.values_list("id", flat=True):
                 try:
                     order_cancel(user=listing.provider, order_id=order_id)
-                except Exception:  # noqa: S112 - it ended meanwhile; nothing to cancel
+                except Exception:  # noqa: S112 - it ended meanwhile; nothing to cancel  # nosec B112
                     continue
             if listing.status != ListingStatus.EXPIRING:
                 listing.status = ListingStatus.EXPIRING

@@ -450,7 +450,7 @@ def _moved_orders(ids: set[int]) -> list[tuple[Any, ...]]:
     columns = ", ".join(RUNNER_FIELDS)
     with server_bound_cursor() as cursor:
         cursor.execute(
-            f"SELECT id, {columns} FROM {Order._meta.db_table} "  # noqa: S608 (our names)
+            f"SELECT id, {columns} FROM {Order._meta.db_table} "  # noqa: S608 (our names)  # nosec B608
             f"WHERE id = ANY({placeholder}) AND status <> %s",
             [value, OrderStatus.PENDING.value],
         )

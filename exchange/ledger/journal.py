@@ -144,7 +144,7 @@ def _accounts_find(keys: set[AccountKey]) -> dict[AccountKey, int]:
     by_issuer, issuer_ids = array_param(sorted(issuers), "bigint")
     with server_bound_cursor() as cursor:
         cursor.execute(
-            "SELECT id, owner_id, system, asset_id, issuer_id FROM ledger_account "  # noqa: S608
+            "SELECT id, owner_id, system, asset_id, issuer_id FROM ledger_account "  # noqa: S608  # nosec B608
             f"WHERE (owner_id = ANY({by_owner}) "
             f"OR (owner_id IS NULL AND system = ANY({by_system}))) "
             f"AND asset_id = ANY({by_asset}) "
@@ -286,7 +286,7 @@ def _transactions_insert_postgresql(batch: list[Entry], now: datetime) -> dict[s
             SELECT *, %s FROM unnest({arrays})
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING idempotency_key, id
-            """,  # noqa: S608 -- constant column list, values are parameters
+            """,  # noqa: S608 -- constant column list, values are parameters  # nosec B608
             [now, *(value for _, value in params)],
         )
         return dict(cursor.fetchall())

@@ -30,7 +30,7 @@ def candles_apply(
     high, low = max(prices), min(prices)
     table = connection.ops.quote_name(Candle._meta.db_table)
     sql = (
-        f'INSERT INTO {table} (market_id, "interval", start, open_ticks, high_ticks, low_ticks, '  # noqa: S608
+        f'INSERT INTO {table} (market_id, "interval", start, open_ticks, high_ticks, low_ticks, '  # noqa: S608  # nosec B608
         "close_ticks, volume_lots, quote_volume, trade_count) "
         f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)'] * len(INTERVALS))} "
         'ON CONFLICT (market_id, "interval", start) DO UPDATE SET '

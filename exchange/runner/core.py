@@ -140,7 +140,7 @@ def orders_load(ids: set[int]) -> dict[int, OrderRow]:
     table = connection.ops.quote_name(Order._meta.db_table)
     with server_bound_cursor() as cursor:
         cursor.execute(
-            f"SELECT {columns} FROM {table} WHERE id = ANY({placeholder})",  # noqa: S608
+            f"SELECT {columns} FROM {table} WHERE id = ANY({placeholder})",  # noqa: S608  # nosec B608
             [value],
         )
         return {row[0]: OrderRow(row) for row in cursor.fetchall()}

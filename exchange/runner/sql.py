@@ -46,7 +46,7 @@ def rows_update(
     )
     aliases = ", ".join(quote(name) for name in names)
     sql = (
-        f"UPDATE {table} AS t SET {assignments} "  # noqa: S608
+        f"UPDATE {table} AS t SET {assignments} "  # noqa: S608  # nosec B608
         f"FROM unnest({arrays}) AS v(id, {aliases}) WHERE t.id = v.id"
     )
     with server_bound_cursor() as cursor:
@@ -69,7 +69,7 @@ def rows_insert(
     arrays = ", ".join(placeholder for placeholder, _ in params)
     # ORDER BY the ordinality keeps the returned ids in the order of the rows.
     sql = (
-        f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "  # noqa: S608  # nosec B608
         f"WITH ORDINALITY AS v({names}, position) ORDER BY position RETURNING id"
     )
     with server_bound_cursor() as cursor:

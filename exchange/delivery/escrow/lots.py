@@ -110,7 +110,7 @@ SELECT {_LOT_COLUMNS}, r.free FROM delivery_escrow_lot l
   JOIN need n ON n.holder_id = l.holder_id
  WHERE r.before < n.tokens
  ORDER BY l.id FOR UPDATE OF l
-"""  # noqa: S608 (constant columns)
+"""  # noqa: S608 (constant columns)  # nosec B608
 
 
 def _lots_read(
@@ -162,7 +162,7 @@ def _sellers_lots_all(
 ) -> dict[int, list[_OpenLot]]:
     placeholder, value = array_param(sellers, "bigint")
     return _lots_read(
-        f"SELECT {_LOT_COLUMNS} FROM delivery_escrow_lot l "  # noqa: S608 (constant columns)
+        f"SELECT {_LOT_COLUMNS} FROM delivery_escrow_lot l "  # noqa: S608 (constant columns)  # nosec B608
         f"WHERE l.market_id = %s AND l.holder_id = ANY({placeholder}) AND l.closed_at IS NULL "
         "AND l.expires_at > %s ORDER BY l.id FOR UPDATE",
         [market_id, value, cutoff],

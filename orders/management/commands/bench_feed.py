@@ -99,7 +99,8 @@ class Command(BaseCommand):
         try:
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    healthz = f"http://127.0.0.1:{port}/healthz"  # loopback
+                    urllib.request.urlopen(healthz, timeout=1)  # nosec B310
                     break
                 except OSError:
                     time.sleep(0.2)

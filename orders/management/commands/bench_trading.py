@@ -247,7 +247,7 @@ class Command(BaseCommand):
         try:
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(base + "/healthz", timeout=1)  # noqa: S310
+                    urllib.request.urlopen(base + "/healthz", timeout=1)  # noqa: S310  # nosec B310
                     break
                 except OSError:
                     time.sleep(0.2)

@@ -262,7 +262,7 @@ def _wait_up(url: str, headers: dict[str, str] | None = None) -> None:
     for _ in range(300):
         try:
             request = urllib.request.Request(url, headers=headers or {})  # noqa: S310
-            urllib.request.urlopen(request, timeout=1)  # noqa: S310
+            urllib.request.urlopen(request, timeout=1)  # noqa: S310  # nosec B310
             return
         except OSError:
             time.sleep(0.1)
