@@ -43,12 +43,13 @@ def details_object(details: Any) -> dict[str, Any]:
     return {"non_field_errors": [details]}
 
 
-def _message_of(detail: Any) -> str:
+def message_of(detail: Any) -> str:
+    """The first message of a validation error, naming its field (``price: ...``)."""
     if isinstance(detail, list) and detail:
-        return _message_of(detail[0])
+        return message_of(detail[0])
     if isinstance(detail, dict) and detail:
         key, value = next(iter(detail.items()))
-        inner = _message_of(value)
+        inner = message_of(value)
         return inner if key in ("non_field_errors", "detail") else f"{key}: {inner}"
     return str(detail)
 
@@ -70,7 +71,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     details: Any = {}
     if isinstance(exc, exceptions.ValidationError):
         details = exc.detail
-        message = _message_of(exc.detail)
+        message = message_of(exc.detail)
     else:
         message = str(exc.detail)
     headers = {}

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import HasScope
-from exchange.api_errors import error_body
+from exchange.api_errors import error_body, message_of
 from exchange.api_inputs import UNKNOWN_FIELD, StrictSerializer, unknown_fields
 from exchange.api_schema import error_response
 from exchange.errors import ExchangeError, ValidationFailed
@@ -395,7 +395,7 @@ def batch_parse(
         except serializers.ValidationError as error:
             results[position] = {
                 "status": 400,
-                **error_body("invalid", "Invalid order.", error.detail),
+                **error_body("invalid", message_of(error.detail), error.detail),
             }
     return results, parsed
 

@@ -355,6 +355,7 @@ def test_an_unknown_field_is_refused_by_name_on_both_paths(app, bot) -> None:
     assert [r["status"] for r in fast["results"]] == [201, 400]
     assert fast["results"][1] == django["results"][1]
     assert fast["results"][1]["error"]["details"] == {"timeInForce": ["Unknown field."]}
+    assert fast["results"][1]["error"]["message"] == "timeInForce: Unknown field."
     assert Order.objects.filter(user=user).count() == 2  # the good one of each batch
     status, _, answer = call(
         app, "/api/v1/orders/batch", {"orders": [order()], "atomic": True}, key=key
