@@ -91,8 +91,11 @@ class PostingSerializer(serializers.Serializer):
 
 
 class LedgerFilterSerializer(serializers.Serializer):
-    asset = serializers.CharField(required=False, max_length=40)
-    kind = serializers.ChoiceField(choices=TransactionKind.choices, required=False)
+    # an empty parameter (``?kind=``) is no filter, as browsers' forms send it
+    asset = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    kind = serializers.ChoiceField(
+        choices=TransactionKind.choices, required=False, allow_blank=True
+    )
 
 
 class NewestFirst(StrictCursorPagination):
@@ -110,7 +113,8 @@ class LedgerListApi(APIView):
     def get(self, request: Request) -> Response:
         filters = LedgerFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        postings = posting_list(user=request.user, **filters.validated_data)
+        wanted = {name: value for name, value in filters.validated_data.items() if value}
+        postings = posting_list(user=request.user, **wanted)
         paginator = NewestFirst()
         page = paginator.paginate_queryset(postings, request, view=self)
         return paginator.get_paginated_response(PostingSerializer(page, many=True).data)
