@@ -14,18 +14,26 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import HasScope
-from exchange.api_paging import StrictCursorPagination
 from exchange.api_schema import decimal_string
 from exchange.input_bounds import date_bounds_check
 from exchange.ledger.models import AssetKind, Posting, TransactionKind
-from exchange.ledger.selectors import AssetBalance, balance_list, posting_list, statement_rows
+from exchange.ledger.selectors import (
+    AssetBalance,
+    asset_code_ledger,
+    asset_codes_public,
+    balance_list,
+    posting_list,
+    statement_rows,
+)
 from exchange.ledger.units import amount_display, is_currency
+from exchange.paging import HistoryCursor, TimeField
+from exchange.times import time_text
 
 
-def _balance_data(balance: AssetBalance) -> dict[str, Any]:
+def _balance_data(balance: AssetBalance, codes: dict[str, str]) -> dict[str, Any]:
     asset = balance.asset
     data: dict[str, Any] = {
-        "asset": asset,
+        "asset": codes.get(asset, asset),
         "kind": balance.kind,
         "unit": asset if balance.kind == AssetKind.CURRENCY else "MTok",
         "available": amount_display(asset, balance.available),
@@ -38,6 +46,7 @@ def _balance_data(balance: AssetBalance) -> dict[str, Any]:
             "held": balance.held,
             "total": balance.total,
         }
+        data["market"] = asset
     return data
 
 
@@ -48,8 +57,12 @@ class TokenAmountsSerializer(serializers.Serializer):
 
 
 class BalanceSerializer(serializers.Serializer):
-    asset = serializers.CharField(help_text="A currency code, or a token asset.")
+    asset = serializers.CharField(
+        help_text="A currency code, or a token asset's code: its market's base "
+        "(QWEN3.6-PLUS-OUT); the market's symbol if several markets share that base."
+    )
     kind = serializers.ChoiceField(choices=AssetKind.choices)
+    market = serializers.CharField(required=False, help_text="Token assets: their market.")
     unit = serializers.CharField(help_text="The currency, or MTok for a token asset.")
     available = decimal_string()
     held = decimal_string("Reserved by open orders and pending withdrawals.")
@@ -73,7 +86,9 @@ class BalanceListApi(APIView):
         responses=BalancesSerializer,
     )
     def get(self, request: Request) -> Response:
-        return Response({"balances": [_balance_data(b) for b in balance_list(user=request.user)]})
+        codes = asset_codes_public()
+        balances = balance_list(user=request.user)
+        return Response({"balances": [_balance_data(b, codes) for b in balances]})
 
 
 class PostingSerializer(serializers.Serializer):
@@ -81,10 +96,13 @@ class PostingSerializer(serializers.Serializer):
     transaction = serializers.IntegerField(source="transaction_id")
     kind = serializers.CharField(source="transaction.kind")
     reference = serializers.CharField(source="transaction.reference")
-    created_at = serializers.DateTimeField(source="transaction.created_at")
-    asset = serializers.CharField(source="asset_id")
+    created_at = TimeField(source="transaction.created_at")
+    asset = serializers.SerializerMethodField(help_text="As in /balances.")
     bucket = serializers.CharField()
     amount = serializers.SerializerMethodField(help_text="A decimal string; negative: a debit.")
+
+    def get_asset(self, posting: Posting) -> str:
+        return self.context["codes"].get(posting.asset_id, posting.asset_id)
 
     def get_amount(self, posting: Posting) -> str:
         return amount_display(posting.asset_id, posting.amount)
@@ -98,26 +116,23 @@ class LedgerFilterSerializer(serializers.Serializer):
     )
 
 
-class NewestFirst(StrictCursorPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
 class LedgerListApi(APIView):
     permission_classes = [HasScope]
     required_scope = "read"
-    pagination_class = NewestFirst  # what GET pages with (the document reads it)
+    pagination_class = HistoryCursor  # what GET pages with (the document reads it)
 
     @extend_schema(parameters=[LedgerFilterSerializer], responses=PostingSerializer(many=True))
     def get(self, request: Request) -> Response:
         filters = LedgerFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = {name: value for name, value in filters.validated_data.items() if value}
+        if "asset" in wanted:
+            wanted["asset"] = asset_code_ledger(wanted["asset"])
         postings = posting_list(user=request.user, **wanted)
-        paginator = NewestFirst()
+        paginator = HistoryCursor(time_field="transaction__created_at")
         page = paginator.paginate_queryset(postings, request, view=self)
-        return paginator.get_paginated_response(PostingSerializer(page, many=True).data)
+        data = PostingSerializer(page, many=True, context={"codes": asset_codes_public()}).data
+        return paginator.get_paginated_response(data)
 
 
 class StatementQuerySerializer(serializers.Serializer):
@@ -170,23 +185,24 @@ class StatementCsvApi(APIView):
         query.is_valid(raise_exception=True)
         start, end = query.validated_data["start"], query.validated_data["end"]
         rows = statement_rows(user=request.user, start=start, end=end)
-        response = StreamingHttpResponse(_csv_lines(rows), content_type="text/csv")
+        lines = _csv_lines(rows, asset_codes_public())
+        response = StreamingHttpResponse(lines, content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="statement-{start}-{end}.csv"'
         return response
 
 
-def _csv_lines(postings: Iterator[Posting]) -> Iterator[str]:
+def _csv_lines(postings: Iterator[Posting], codes: dict[str, str]) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(STATEMENT_HEADER)
     for posting in postings:
         asset = posting.asset_id
         yield writer.writerow(
             [
-                posting.transaction.created_at.isoformat(),
+                time_text(posting.transaction.created_at),
                 posting.transaction_id,
                 posting.transaction.kind,
                 posting.transaction.reference,
-                asset,
+                codes.get(asset, asset),
                 posting.bucket,
                 amount_display(asset, posting.amount),
                 asset if is_currency(asset) else "MTok",

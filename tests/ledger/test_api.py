@@ -14,6 +14,8 @@ from accounts.services import api_key_create
 from exchange.ledger import services
 from tests.ledger.conftest import CNY, SYMBOL, fund, issue
 
+BASE = SYMBOL.removesuffix("-CNY")  # the market's base: the token asset's code in the API
+
 pytestmark = pytest.mark.django_db
 
 
@@ -46,7 +48,7 @@ def test_balances_in_display_units(trader) -> None:
         "balances": [
             {"asset": "CNY", "kind": "currency", "unit": "CNY", "available": "75.50000000", "held": "25.00000000", "total": "100.50000000"},
             {
-                "asset": SYMBOL, "kind": "token", "unit": "MTok",
+                "asset": BASE, "kind": "token", "unit": "MTok", "market": SYMBOL,
                 "available": "2.499000", "held": "0.001000", "total": "2.500000",
                 "tokens": {"available": 2_499_000, "held": 1_000, "total": 2_500_000},
             },
@@ -73,11 +75,11 @@ def test_ledger_lists_own_postings_newest_first(trader, make_user) -> None:
     assert response.status_code == 200
     rows = response.json()["results"]
     assert [(r["kind"], r["asset"], r["bucket"], r["amount"]) for r in rows] == [
-        ("hold", SYMBOL, "held", "0.001000"),
-        ("hold", SYMBOL, "available", "-0.001000"),
+        ("hold", BASE, "held", "0.001000"),
+        ("hold", BASE, "available", "-0.001000"),
         ("hold", "CNY", "held", "25.00000000"),
         ("hold", "CNY", "available", "-25.00000000"),
-        ("capacity_issue", SYMBOL, "available", "2.500000"),
+        ("capacity_issue", BASE, "available", "2.500000"),
         ("deposit", "USD", "available", "0.00000001"),
         ("deposit", "CNY", "available", "100.50000000"),
     ]
@@ -92,8 +94,9 @@ def test_ledger_filters_by_asset_and_kind(trader) -> None:
     ]
     kinds = {r["kind"] for r in client.get("/api/v1/ledger?kind=deposit").json()["results"]}
     assert kinds == {"deposit"}
-    both = client.get(f"/api/v1/ledger?kind=hold&asset={SYMBOL}").json()["results"]
+    both = client.get(f"/api/v1/ledger?kind=hold&asset={BASE}").json()["results"]
     assert len(both) == 2
+    assert client.get(f"/api/v1/ledger?kind=hold&asset={SYMBOL}").json()["results"] == both
     bad = client.get("/api/v1/ledger?kind=bogus")
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid"
@@ -101,7 +104,7 @@ def test_ledger_filters_by_asset_and_kind(trader) -> None:
 
 def test_ledger_cursor_pagination_walks_every_posting_once(trader) -> None:
     client = client_for(trader)
-    seen, url = [], "/api/v1/ledger?page_size=3"
+    seen, url = [], "/api/v1/ledger?limit=3"
     while url:
         page = client.get(url).json()
         seen += [r["id"] for r in page["results"]]
@@ -131,11 +134,11 @@ def test_statement_csv_for_a_date_range(trader) -> None:
     assert [(r[2], r[4], r[5], r[6], r[7]) for r in rows[1:]] == [
         ("deposit", "CNY", "available", "100.50000000", "CNY"),
         ("deposit", "USD", "available", "0.00000001", "USD"),
-        ("capacity_issue", SYMBOL, "available", "2.500000", "MTok"),
+        ("capacity_issue", BASE, "available", "2.500000", "MTok"),
         ("hold", "CNY", "available", "-25.00000000", "CNY"),
         ("hold", "CNY", "held", "25.00000000", "CNY"),
-        ("hold", SYMBOL, "available", "-0.001000", "MTok"),
-        ("hold", SYMBOL, "held", "0.001000", "MTok"),
+        ("hold", BASE, "available", "-0.001000", "MTok"),
+        ("hold", BASE, "held", "0.001000", "MTok"),
     ]
 
 
