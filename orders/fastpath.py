@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.db.models import Q
 from django.http import JsonResponse
@@ -50,7 +51,12 @@ from rest_framework import exceptions
 
 from accounts.authentication import ApiKeyAuthentication, HasScope
 from exchange.api_errors import error_body, exception_handler
-from exchange.api_throttles import rate_limit_headers, rate_limit_record
+from exchange.api_throttles import (
+    RATE_LIMIT_ATTRIBUTE,
+    rate_limit_headers,
+    rate_limit_peek,
+    rate_limit_record,
+)
 from exchange.db import array_param, server_bound_cursor
 from exchange.errors import ExchangeError
 from exchange.input_edge import controls_refuse
@@ -105,6 +111,7 @@ class _Call:
         "deadline",
         "future",
         "loop",
+        "meta",
         "orders",
         "parsed",
         "placed",
@@ -124,8 +131,10 @@ class _Call:
         secure: bool,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Answer],
+        meta: dict[str, str] | None = None,
     ) -> None:
         self.view = view
+        self.meta = meta or {}  # REMOTE_ADDR and X-Forwarded-For, for the per-IP rate limit
         self.authorization = authorization
         self.body = body
         self.secure = secure
@@ -223,6 +232,7 @@ class IntakeWorker:
                 self._admit(call)
                 admitted.append(call)
             except Exception as error:
+                self._rate_limit_peek(call)
                 self._answer(call, _error_answer(error))
         singles: list[tuple[_Call, Any]] = []
         markets: dict[str, Any] = {}  # read once per round
@@ -278,10 +288,27 @@ class IntakeWorker:
                 self._keys.clear()
             expiry = time.monotonic() + settings.API_KEY_CACHE_SECONDS
             self._keys[call.authorization] = (expiry, *found)
+        call.user, call.auth = request.user, request.auth
         permission = HasScope()
         if not permission.has_permission(request, call.view):  # type: ignore[arg-type]
             raise exceptions.PermissionDenied(permission.message)
-        call.user, call.auth = request.user, request.auth
+
+    @staticmethod
+    def _rate_limit_peek(call: _Call) -> None:
+        """A call refused before the throttles (401, 403) still gets the RateLimit-* headers:
+        its key's standing, or its address's without one, read without counting."""
+        forwarded = call.meta.get("HTTP_X_FORWARDED_FOR")
+        request = SimpleNamespace(
+            user=call.user or AnonymousUser(),
+            auth=call.auth,
+            META=call.meta,
+            headers={"x-forwarded-for": forwarded} if forwarded else {},
+        )
+        try:
+            rate_limit_peek(request)
+        except Exception:  # the cache is down: the refusal goes out without the headers
+            logger.warning("rate limit headers of a refused order request", exc_info=True)
+        call.rate_limit = getattr(request, RATE_LIMIT_ATTRIBUTE, None)
 
     def _throttled(self, admitted: list[_Call]) -> list[_Call]:
         """The view's throttles (DRF's ``SimpleRateThrottle``: same keys, same histories, so
@@ -425,6 +452,15 @@ class IntakeWorker:
             call.loop.call_soon_threadsafe(_settle, call.future, (status, headers, body))
         except RuntimeError:  # its event loop is gone (the server is shutting down)
             logger.warning("an order request's event loop closed before its answer")
+
+
+def _client_meta(scope: Scope) -> dict[str, str]:
+    """What DRF's throttles read to tell a client's address (``get_ident``)."""
+    meta = {"REMOTE_ADDR": (scope.get("client") or ("",))[0]}
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            meta["HTTP_X_FORWARDED_FOR"] = value.decode("latin-1")
+    return meta
 
 
 def _body_json(body: bytes) -> Any:
@@ -588,7 +624,8 @@ class OrderFastPath:
             status, headers, payload = _error_answer(exceptions.ParseError(message))
             _settle(future, (status, _security_headers(secure) + headers, payload))
         else:
-            self.worker().submit(_Call(view, authorization, body, secure, loop, future))
+            meta = _client_meta(scope)
+            self.worker().submit(_Call(view, authorization, body, secure, loop, future, meta))
         # shielded: a client that goes away does not cancel an order already being placed
         try:
             status, headers, payload = await asyncio.wait_for(

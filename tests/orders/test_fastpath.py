@@ -401,3 +401,38 @@ def test_both_paths_give_the_rate_limit_headers(app, bot, monkeypatch) -> None:
     status, headers, _ = call(app, "/api/v1/orders", order(), key=key)
     assert (status, headers["ratelimit-remaining"]) == (429, "0")
     assert int(headers["retry-after"]) > 0
+
+
+def test_refusals_before_the_throttles_carry_the_headers_on_both_paths(
+    app, bot, monkeypatch, settings
+) -> None:
+    """401 and 403 come before the throttles run: both paths still say where the caller
+    stands (the key's budget; the address's without a valid key), counting nothing."""
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    from exchange.api_throttles import AnonRateThrottle, KeyRateThrottle
+
+    user, _ = bot
+    classes = [AnonRateThrottle, KeyRateThrottle]
+    monkeypatch.setattr(OrderListApi, "throttle_classes", classes)
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "4/minute", "user": "3/minute"}
+    )
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_CLASSES": [f"{c.__module__}.{c.__name__}" for c in classes],
+    }
+    cache.clear()
+    reader = api_key_create(user=user, name="r", scopes=["read"]).secret
+    for key, status, expected in (("tx_nope_nope", 401, ("4", "4")), (reader, 403, ("3", "3"))):
+        for cookie in (None, "x=1"):  # the fast path, then Django
+            got, headers, _ = call(
+                app,
+                "/api/v1/orders",
+                order(),
+                key=key,
+                headers={"cookie": cookie} if cookie else None,
+            )
+            assert got == status
+            assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == expected
