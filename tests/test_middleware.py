@@ -68,7 +68,9 @@ def test_the_request_chain_takes_one_thread_hop() -> None:
     _, _, django_hops = _serve(ASGIHandler(), "/healthz")
     # one hop into the chain; Django's own handler also hops for the request_finished signal
     assert hops <= 3
-    assert django_hops >= hops + 10
+    # Django's hops around each MiddlewareMixin middleware (two each) down to the first
+    # sync-only one, which then runs the rest in its thread: how many depends on the order
+    assert django_hops > hops
 
 
 @pytest.mark.django_db(transaction=True)
