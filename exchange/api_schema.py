@@ -95,11 +95,13 @@ RETRY_AFTER_HEADER = {"Retry-After": {"schema": _INTEGER, "description": "Second
 
 
 # OpenAPI links: what an answer's id opens next (clients and Schemathesis' stateful phase follow
-# them: an order placed is read and cancelled by its id).
+# them: an order placed is read and cancelled by its id and by its client_order_id).
 LINKS: dict[str, list[tuple[str, dict[str, str]]]] = {
     "orders_place": [
         ("order_get", {"order_id": "$response.body#/id"}),
         ("order_cancel", {"order_id": "$response.body#/id"}),
+        ("order_get_by_client_id", {"client_order_id": "$response.body#/client_order_id"}),
+        ("order_cancel_by_client_id", {"client_order_id": "$response.body#/client_order_id"}),
     ],
     "v1_api_keys_create": [("v1_api_keys_destroy", {"key_id": "$response.body#/id"})],
     "provider_endpoints_create": [
