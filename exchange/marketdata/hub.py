@@ -34,6 +34,7 @@ from exchange.marketdata.publisher import market_group
 from exchange.marketdata.selectors import book_time, candle_public, ticker_get, trade_public
 from exchange.markets.models import Market
 from exchange.metrics import FEED_LAG_SECONDS
+from exchange.outages import OutageLog, dependency_outage
 from orders.units import lots_to_quantity, ticks_to_price
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ SLOW_CLOSE_REASON = "slow consumer: send backlog over the limit"
 # long as its process, so it renews its memberships well before that.
 GROUP_RENEW_SECONDS = 3600.0
 RECEIVE_RETRY_SECONDS = 1.0
+_receive_outage = OutageLog("channel layer (receiving)", logger)
 
 
 async def channel_receive_forever(
@@ -67,10 +69,14 @@ async def channel_receive_forever(
             raise
         except RedisTimeoutError:
             continue
-        except Exception:
-            logger.exception("channel layer receive on %s failed", channel)
+        except Exception as error:
+            if dependency_outage(error):  # Redis down: one line per outage, not one a second
+                _receive_outage.failed(error)
+            else:
+                logger.exception("channel layer receive on %s failed", channel)
             await asyncio.sleep(RECEIVE_RETRY_SECONDS)
             continue
+        _receive_outage.succeeded()
         try:
             result = handle(message)
             if result is not None:

@@ -132,7 +132,7 @@ def _subscribe(port: int) -> tuple[Any, list[dict]]:
 
 
 def test_redis_cut_the_runner_keeps_trading_and_publishes_again_when_it_returns(
-    postgres, redis_url, market, make_user, fund
+    postgres, redis_url, market, make_user, fund, capfd
 ) -> None:
     seller_key, buyer_key = traders(make_user, fund, market)
     redis = urlsplit(settings.REDIS_URL)
@@ -190,3 +190,7 @@ def test_redis_cut_the_runner_keeps_trading_and_publishes_again_when_it_returns(
                 if frame.get("channel") == "trades":
                     trades = frame["trades"]
             assert [Decimal(t["price"]) for t in trades] == [Decimal("8.2")]
+    # the served process logged the outage, not a traceback per commit or per retry
+    logged = capfd.readouterr().err
+    assert "Traceback" not in logged, logged[-3000:]
+    assert "unreachable" in logged
