@@ -142,7 +142,8 @@ def _balances_context(request: HttpRequest, market: Market) -> dict[str, Any]:
             "units": quote.available,
         },
         "token_balance": {
-            "asset": market.symbol,
+            # the asset's code as the API's balances give it (the market's base, usually)
+            "asset": asset_codes_public().get(market.symbol, market.symbol),
             "available": amount_display(market.symbol, tokens.available),
             "held": amount_display(market.symbol, tokens.held),
             "tokens": tokens.available,
