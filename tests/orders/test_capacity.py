@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from exchange.runner.embedded import inline_process
+from exchange.times import time_text
 from orders.capacity import capacity_expire_due
 from orders.models import CapacityListing
 from tests.delivery.endpoints.helpers import live_endpoint
@@ -44,10 +45,10 @@ def test_provider_lists_capacity_with_an_ask_and_a_buyer_takes_part(market, trad
     assert allocations[0]["market"] == SYMBOL
     assert allocations[0]["provider_id"] == provider.user.id
     assert allocations[0]["bought_tokens"] == 1_250_000
-    assert allocations[0]["available_until"] == until.isoformat()
+    assert allocations[0]["available_until"] == time_text(until)
     # the allocation is the buyer's lot: its price, expiry (the listing's end) and counters
     lot = allocations[0]
-    assert (lot["price"], lot["expires_at"], lot["status"]) == ("8", until.isoformat(), "open")
+    assert (lot["price"], lot["expires_at"], lot["status"]) == ("8", time_text(until), "open")
     assert (lot["delivered_tokens"], lot["credited_tokens"], lot["remaining_tokens"]) == (
         0,
         0,
