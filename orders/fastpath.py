@@ -65,13 +65,12 @@ from exchange.runner.progress import FALLBACK_SECONDS, progress_listen, progress
 from orders import services
 from orders.api import (
     OrderBatchApi,
-    OrderBodySerializer,
     OrderListApi,
     batch_answer,
     batch_parse,
-    order_body_parse,
     order_with_fills_json,
 )
+from orders.bodies import OrderBodySerializer, order_body_parse
 from orders.intake import GROUP_LIMIT
 from orders.models import Order, OrderStatus, Trade
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from orders.api import OrderBodySerializer, _plain_values
+from orders.bodies import OrderBodySerializer, _plain_values
 
 FIELDS = [
     "market",
