@@ -62,12 +62,13 @@ from exchange.delivery.gateway.services import (
     Attempt,
     Finished,
     Plan,
-    _attempts_exhausted,
     _healthy_endpoints,
     _model_pair,
     _provider_names,
     _provider_stats,
+    attempts_exhausted_error,
     attempts_open,
+    generations_failed,
     records_transaction,
 )
 from exchange.markets.currencies import CURRENCY_DECIMALS
@@ -273,21 +274,25 @@ def requests_begin(items: list[BeginItem]) -> list[tuple[Plan, Attempt] | BaseEx
         attempts = attempts_open(list(plans.values()))
     except Exception as error:
         attempts = [error] * len(plans)
-    failed: list[Plan] = []
+    failed: list[tuple[Plan, str]] = []
     for (number, plan), attempt in zip(plans.items(), attempts, strict=True):
         if isinstance(attempt, BaseException):
             # our own failure (the database, a key that will not decrypt): the generation must
             # not stay in progress until the reaper comes
-            failed.append(plan)
+            failed.append((plan, "gateway_error"))
             outcomes[number] = attempt
         elif attempt is None:
-            outcomes[number] = _attempts_exhausted(plan)
+            error = attempts_exhausted_error(plan)
+            failed.append((plan, error.code))
+            outcomes[number] = error
         else:
             outcomes[number] = (plan, attempt)
-    if failed:
-        Generation.objects.filter(pk__in=[plan.generation_pk for plan in failed]).update(
-            status=GenerationStatus.FAILED, error_code="gateway_error", finished_at=timezone.now()
-        )
+    try:
+        generations_failed(failed)
+    except DatabaseError:
+        # the requests' answers stand (nothing of theirs is reserved); the reaper closes
+        # generations left in progress
+        logger.exception("%s failed generations not marked", len(failed))
     return outcomes
 
 
@@ -529,22 +534,3 @@ def _finish_record_minimal(item: FinishItem, finished: Finished, now: datetime) 
         )
     except DatabaseError:
         logger.exception("generation %s: minimal record failed too", item.plan.public_id)
-
-
-# --- one request (tests, callers outside the proxy) ----------------------------------------------
-def request_begin(
-    *, user: Any, api_key: ApiKey | None, request: ChatRequest, public_id: str
-) -> tuple[Plan, Attempt]:
-    """``requests_begin`` for one request; raises its exception."""
-    (outcome,) = requests_begin([BeginItem(lambda: (user, api_key), request, public_id)])
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
-
-
-def request_finish(**arguments: Any) -> Finished:
-    """``requests_finish`` for one request (``FinishItem``'s fields); raises its exception."""
-    (outcome,) = requests_finish([FinishItem(**arguments)])
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome

@@ -81,9 +81,13 @@ class Batcher(Generic[Item, Outcome]):
     async def run(self, item: Item) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((item, future))
         if self._running is None or self._running.get_loop() is not loop:
+            # a batcher outlives an event loop only in tests: what the old one left is dropped
+            self._queue = [entry for entry in self._queue if entry[1].get_loop() is loop]
+            self._queue.append((item, future))
             self._running = loop.create_task(self._drain())
+        else:
+            self._queue.append((item, future))
         outcome = await future
         if isinstance(outcome, BaseException):
             raise outcome

@@ -301,11 +301,11 @@ def _slot_give_back(plan: Plan, attempt: Attempt) -> None:
     )
 
 
-def _attempts_exhausted(plan: Plan) -> GatewayError:
-    """Every provider failed before its first token (or could not be reserved): the generation
-    is marked failed, nothing was charged."""
+def attempts_exhausted_error(plan: Plan) -> GatewayError:
+    """The answer when every provider failed before its first token or could not be reserved
+    (nothing was charged): 402 when only the allocation was short, else 503."""
     if plan.failures and all(reason == "insufficient_allocation" for reason in plan.failures):
-        error = GatewayError(
+        return GatewayError(
             402,
             "insufficient_allocation",
             f"Not enough allocation for {plan.pair.model_id}: this request may need "
@@ -313,21 +313,34 @@ def _attempts_exhausted(plan: Plan) -> GatewayError:
             "(other requests of yours hold the rest now).",
             details={"needed": {"input_tokens": plan.needed[0], "output_tokens": plan.needed[1]}},
         )
-    else:
-        error = GatewayError(
-            503,
-            "no_provider_available",
-            f"No provider could serve {plan.pair.model_id} now (tried {plan.attempts}); "
-            "nothing was charged. Retry later.",
-            details={"attempts": plan.attempts, "failures": plan.failures},
-            retry_after=5,
-        )
-    Generation.objects.filter(pk=plan.generation_pk).update(
-        status=GenerationStatus.FAILED,
-        attempts=plan.attempts,
-        error_code=error.code,
-        finished_at=timezone.now(),
+    return GatewayError(
+        503,
+        "no_provider_available",
+        f"No provider could serve {plan.pair.model_id} now (tried {plan.attempts}); "
+        "nothing was charged. Retry later.",
+        details={"attempts": plan.attempts, "failures": plan.failures},
+        retry_after=5,
     )
+
+
+def generations_failed(failed: list[tuple[Plan, str]]) -> None:
+    """Mark generations failed, each with its error code (one statement per code and number
+    of attempts: a batch's refusals are written together)."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for plan, code in failed:
+        groups.setdefault((code, plan.attempts), []).append(plan.generation_pk)
+    now = timezone.now()
+    for (code, attempts), ids in groups.items():
+        Generation.objects.filter(pk__in=ids).update(
+            status=GenerationStatus.FAILED, attempts=attempts, error_code=code, finished_at=now
+        )
+
+
+def _attempts_exhausted(plan: Plan) -> GatewayError:
+    """Every provider failed before its first token (or could not be reserved): the generation
+    is marked failed, nothing was charged."""
+    error = attempts_exhausted_error(plan)
+    generations_failed([(plan, error.code)])
     return error
 
 

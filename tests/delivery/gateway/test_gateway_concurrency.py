@@ -60,6 +60,13 @@ def test_simultaneous_requests_never_overdraw(server, make_provider, make_trader
     assert not Reservation.objects.filter(status=ReservationStatus.OPEN).exists()
     assert Reservation.objects.filter(status=ReservationStatus.SETTLED).count() == COVERED
     assert Generation.objects.filter(status=GenerationStatus.COMPLETED).count() == COVERED
+    # requests that lost the race for the lots after their generation was written (in a batch:
+    # many) are closed as refused, none left in progress
+    assert not Generation.objects.filter(status=GenerationStatus.IN_PROGRESS).exists()
+    refused_codes = Generation.objects.filter(status=GenerationStatus.FAILED).values_list(
+        "error_code", flat=True
+    )
+    assert set(refused_codes) <= {"insufficient_allocation"}
     lot = Lot.objects.get(holder=buyer.user, market__symbol=OUT)
     assert (lot.delivered_tokens, lot.reserved_tokens) == (COVERED * COMPLETION, 0)
     assert_audit_ok()
