@@ -142,3 +142,18 @@ def test_every_history_list_reads_both_time_forms_and_refuses_others(world) -> N
             assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid"), (
                 path, bad,
             )  # fmt: skip
+
+
+def test_every_history_list_declares_the_same_paging_parameters() -> None:
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    for path in HISTORY:
+        templated = path.replace(SYMBOL, "{symbol}")
+        parameters = {p["name"]: p["schema"] for p in paths[templated]["get"]["parameters"]}
+        assert {"since", "until", "limit", "cursor"} <= parameters.keys(), path
+        assert parameters["limit"] == {
+            "type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
+        }, path  # fmt: skip
+        for name in ("since", "until"):
+            forms = parameters[name]["oneOf"]
+            assert {"type": "string", "format": "date-time"} in forms, path
+            assert any(form.get("type") == "integer" for form in forms), path
