@@ -122,13 +122,16 @@ def test_postgres_cut_answers_503_writes_nothing_and_recovers_without_restart(
             assert eventually(lambda: Trade.objects.count() == 1)
 
 
-def _subscribe(port: int) -> tuple[Any, list[dict]]:
-    ws = connect(f"ws://127.0.0.1:{port}/ws/v1", origin=f"http://127.0.0.1:{port}")
+def _subscribe(ws: Any) -> list[dict]:
     ws.send(json.dumps({"op": "subscribe", "channels": ["book", "trades"], "markets": [SYMBOL]}))
     frames = [json.loads(ws.recv(timeout=10))]
     if frames[0].get("type") == "subscribed":
         frames.append(json.loads(ws.recv(timeout=10)))
-    return ws, frames
+    return frames
+
+
+def _websocket(port: int) -> Any:
+    return connect(f"ws://127.0.0.1:{port}/ws/v1", origin=f"http://127.0.0.1:{port}")
 
 
 def test_redis_cut_the_runner_keeps_trading_and_publishes_again_when_it_returns(
@@ -162,19 +165,20 @@ def test_redis_cut_the_runner_keeps_trading_and_publishes_again_when_it_returns(
         status, _, health = call(base, "/healthz")
         assert (status, health["checks"]["redis"]["ok"]) == (503, False)
         # a websocket subscription is refused with a frame and "try again later" (1013)
-        ws, frames = _subscribe(port)
-        assert frames[0]["type"] == "error"
-        assert frames[0]["code"] == "service_unavailable"
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
+        with _websocket(port) as ws:
+            frames = _subscribe(ws)
+            assert frames[0]["type"] == "error"
+            assert frames[0]["code"] == "service_unavailable"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1013
 
         proxy.up()
         assert eventually(lambda: call(base, "/healthz")[0] == 200)
         # subscribers get the book the runner committed meanwhile, then new trades
-        ws, frames = _subscribe(port)
-        with ws:
+        with _websocket(port) as ws:
+            frames = _subscribe(ws)
             assert frames[0]["type"] == "subscribed"
             snapshot = frames[1]
             assert snapshot["type"] == "snapshot"
