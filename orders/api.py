@@ -26,7 +26,7 @@ from exchange.api_schema import error_response
 from exchange.errors import ExchangeError, ValidationFailed
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get
-from exchange.paging import HistoryCursor
+from exchange.paging import HistoryCursor, TimeField
 from exchange.times import time_text
 from orders import capacity
 from orders.bodies import OrderBodySerializer, order_body_parse
@@ -377,7 +377,7 @@ class FillListApi(APIView):
 class CapacityBodySerializer(StrictSerializer):
     market = serializers.CharField()
     quantity = serializers.CharField(help_text="MTok")
-    available_until = serializers.DateTimeField()
+    available_until = TimeField()
     ask_price = serializers.CharField(required=False, allow_null=True)
 
 

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from exchange.api_inputs import StrictSerializer
 from exchange.markets.models import Market
 from exchange.markets.selectors import market_get
+from exchange.paging import TimeField
 from orders.models import OrderType, SelfTrade, Side, TimeInForce
 from orders.services import OrderRequest, order_request_parse
 
@@ -24,7 +25,7 @@ class OrderBodySerializer(StrictSerializer):
     time_in_force = serializers.ChoiceField(
         choices=TimeInForce.choices, required=False, allow_null=True
     )
-    expire_time = serializers.DateTimeField(required=False, allow_null=True)
+    expire_time = TimeField(required=False, allow_null=True)
     post_only = serializers.BooleanField(default=False)
     stp = serializers.ChoiceField(choices=SelfTrade.choices, required=False, allow_null=True)
     client_order_id = serializers.CharField(

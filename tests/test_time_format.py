@@ -12,11 +12,13 @@ import re
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
 from exchange.delivery.endpoints.models import Endpoint
+from exchange.times import ms_text, time_ms
 from orders.models import Order
 from tests.delivery.endpoints.helpers import live_endpoint
 from tests.orders.conftest import (  # noqa: F401  (the trading fixtures)
@@ -157,3 +159,19 @@ def test_every_history_list_declares_the_same_paging_parameters() -> None:
             forms = parameters[name]["oneOf"]
             assert {"type": "string", "format": "date-time"} in forms, path
             assert any(form.get("type") == "integer" for form in forms), path
+
+
+def test_time_fields_of_bodies_take_both_forms(world) -> None:
+    _, buyer = world
+    later = time_ms(timezone.now()) + 3_600_000
+    for form in (later, str(later), ms_text(later)):
+        order = place(buyer, side="buy", price="7.00", quantity="0.01", time_in_force="GTD",
+                      expire_time=form)  # fmt: skip
+        assert order["expire_time"] == ms_text(later)
+    refused = buyer.post(
+        "/api/v1/orders",
+        {"market": SYMBOL, "side": "buy", "price": "7.00", "quantity": "0.01",
+         "time_in_force": "GTD", "expire_time": "in an hour"},
+        format="json",
+    )  # fmt: skip
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid")
