@@ -12,6 +12,7 @@ exception. ``tokenexchange_ccxt.pro.tokenexchange`` adds ``watch_ticker``, ``wat
 
 from __future__ import annotations
 
+import decimal
 from typing import Any
 
 import ccxt
@@ -105,14 +106,19 @@ class tokenexchange(TokenExchangeCommon, ccxt.Exchange):  # ccxt names a class b
         params: dict[str, Any],
     ) -> dict[str, Any]:
         market = self.market(symbol)
+        # ccxt's rounding sets the thread's decimal context and leaves it so: not the caller's
+        with decimal.localcontext():
+            quantity = self.amount_to_precision(symbol, amount)
+            if price is not None and type == "limit":
+                price = self.price_to_precision(symbol, price)
         body: dict[str, Any] = {
             "market": market["id"],
             "side": side,
             "type": type,
-            "quantity": self.amount_to_precision(symbol, amount),
+            "quantity": quantity,
         }
         if price is not None and type == "limit":
-            body["price"] = self.price_to_precision(symbol, price)
+            body["price"] = price
         params = dict(params)
         client_order_id = self.safe_string_2(params, "clientOrderId", "client_order_id")
         if client_order_id is not None:
