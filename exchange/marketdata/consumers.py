@@ -464,6 +464,12 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             if channel in channels:
                 push(frame)
 
+    def feed_unavailable(self) -> None:
+        """The hub's channel layer stopped delivering: close as an outage does (1013)."""
+        if self.closing is None:
+            error = ConnectionError("the channel layer is not delivering")
+            self.closing = asyncio.ensure_future(self._unavailable(error, None))
+
     def feed_ticker(self, market_id: int, frame: str) -> None:
         self.outbox.push(frame)
 

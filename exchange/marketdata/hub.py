@@ -28,6 +28,7 @@ import orjson
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from exchange.marketdata.publisher import market_group
@@ -53,7 +54,10 @@ _receive_outage = OutageLog("channel layer (receiving)", logger)
 
 
 async def channel_receive_forever(
-    layer: Any, channel: str, handle: Callable[[dict[str, Any]], Awaitable[None] | None]
+    layer: Any,
+    channel: str,
+    handle: Callable[[dict[str, Any]], Awaitable[None] | None],
+    on_reachable: Callable[[bool], None] | None = None,
 ) -> None:
     """Receive a channel's messages until cancelled, through channel-layer errors.
 
@@ -72,11 +76,15 @@ async def channel_receive_forever(
         except Exception as error:
             if dependency_outage(error):  # Redis down: one line per outage, not one a second
                 _receive_outage.failed(error)
+                if on_reachable is not None:
+                    on_reachable(False)
             else:
                 logger.exception("channel layer receive on %s failed", channel)
             await asyncio.sleep(RECEIVE_RETRY_SECONDS)
             continue
         _receive_outage.succeeded()
+        if on_reachable is not None:
+            on_reachable(True)
         try:
             result = handle(message)
             if result is not None:
@@ -198,6 +206,8 @@ class Subscriber(Protocol):
 
     def feed_batch(self, market_id: int, batch: RenderedBatch) -> None: ...
 
+    def feed_unavailable(self) -> None: ...
+
     def feed_ticker(self, market_id: int, frame: str) -> None: ...
 
     def wants(self, market_id: int, channel: str) -> bool: ...
@@ -224,9 +234,12 @@ class FeedHub:
         self.receiver: asyncio.Task[None] | None = None
         self.renewer: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.receiving_down = False  # the last receive failed: Redis unreachable
 
     # -- membership --------------------------------------------------------------------------
     async def subscribe(self, market: Market, subscriber: Subscriber) -> None:
+        if self.receiving_down:
+            raise RedisConnectionError("the channel layer is not delivering (Redis unreachable)")
         feed = self.feeds.get(market.id)
         if feed is None:
             feed = self.feeds[market.id] = MarketFeed(market=market)
@@ -262,7 +275,11 @@ class FeedHub:
                 self._start()
             elif not feed.subscribers:
                 if feed.joined:
-                    await self.layer.group_discard(market_group(market_id), self.channel)
+                    try:
+                        await self.layer.group_discard(market_group(market_id), self.channel)
+                    except Exception as error:  # Redis down: the membership expires by itself
+                        if not dependency_outage(error):
+                            raise
                 if not feed.subscribers:  # nobody came back while we waited
                     del self.feeds[market_id]
                     self.by_symbol.pop(feed.market.symbol, None)
@@ -283,6 +300,8 @@ class FeedHub:
             if task is not None:
                 task.cancel()
         self.receiver = self.renewer = None
+        # nothing receives now: the next subscription finds out by joining (group_add)
+        self.receiving_down = False
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -299,7 +318,18 @@ class FeedHub:
 
     # -- fan-out -----------------------------------------------------------------------------
     async def _receive(self) -> None:
-        await channel_receive_forever(self.layer, self.channel, self._handle)
+        await channel_receive_forever(self.layer, self.channel, self._handle, self._reachable)
+
+    def _reachable(self, reachable: bool) -> None:
+        """The channel layer stopped (or resumed) delivering: while it is down no subscriber
+        would get anything, so each is told (its connection closes, 1013) and new
+        subscriptions are refused (``subscribe``) until a receive works again."""
+        was_down, self.receiving_down = self.receiving_down, not reachable
+        if reachable or was_down:
+            return
+        for feed in self.feeds.values():
+            for subscriber in list(feed.subscribers):
+                subscriber.feed_unavailable()
 
     def _handle(self, event: dict[str, Any]) -> None:
         if event.get("type") == "market.batch":

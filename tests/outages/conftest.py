@@ -4,3 +4,4 @@ from tests.orders.conftest import (  # noqa: F401  (shared trading fixtures)
     market,
     trader,
 )
+from tests.web.test_browser import browser  # noqa: F401  (Chromium through Playwright)

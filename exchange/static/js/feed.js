@@ -29,7 +29,9 @@ export class Feed {
     socket.addEventListener("open", () => {
       this.attempt = 0;
       this.lastMessage = Date.now();
-      this.onStatus("live");
+      // live once the server confirms a subscription: with its Redis down it accepts the
+      // socket but refuses subscriptions (service_unavailable, then close 1013)
+      if (!this.subscriptions.length) this.onStatus("live");
       for (const subscription of this.subscriptions) this.send({ op: "subscribe", ...subscription });
     });
     socket.addEventListener("message", (event) => {
@@ -86,7 +88,9 @@ export class Feed {
   }
 
   dispatch(message) {
+    if (message.type === "subscribed") this.onStatus("live");
     if (message.type === "error") {
+      if (message.code === "service_unavailable") this.onStatus("offline");
       console.warn("feed:", message.code, message.message);
       return;
     }
