@@ -125,7 +125,9 @@ def test_stream_and_whole_answers_are_metered_and_costed_exactly(
         PROMPT, 12, expected_cost
     )  # fmt: skip
     assert second.first_token_ms is not None
-    assert second.first_token_ms >= 20
+    # the upstream waits 20 ms (ttft=20) on libuv's timer, in whole milliseconds from the
+    # loop's cached clock, which can end up to a millisecond early; ours is truncated to ms
+    assert second.first_token_ms >= 20 - 2
     assert second.total_ms >= second.first_token_ms
     assert second.finish_reason == "length"
     assert second.output_tokens_per_second is not None

@@ -78,3 +78,40 @@ def test_a_caller_that_stops_waiting_leaves_the_others_answered() -> None:
 
     assert isinstance(gone, asyncio.CancelledError)
     assert stays == 20
+
+
+def test_a_batchs_generation_rows_are_inserted_in_one_statement_as_django_would(
+    pair, make_trader
+) -> None:
+    """The begin hop's raw insert writes what ``bulk_create`` would (every column, the model's
+    defaults), returns the ids in order, and commits in one round trip (no BEGIN/COMMIT)."""
+    from django.db import connection
+    from django.forms.models import model_to_dict
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from exchange.delivery.gateway.batches import _generations_insert
+    from exchange.delivery.gateway.models import Generation
+
+    buyer = make_trader()
+    now = timezone.now()
+
+    def row(public_id: str, stream: bool) -> Generation:
+        return Generation(
+            public_id=public_id, buyer=buyer.user, api_key=None, model_id=pair.model_id,
+            input_market=pair.input_market, output_market=pair.output_market, stream=stream,
+            reserved_input_tokens=7, reserved_output_tokens=300, currency="CNY", created_at=now,
+        )  # fmt: skip
+
+    with CaptureQueriesContext(connection) as queries:
+        ids = _generations_insert([row("gen-raw-1", True), row("gen-raw-2", False)])
+    reference = [row("gen-orm-1", True), row("gen-orm-2", False)]
+    Generation.objects.bulk_create(reference)
+
+    assert len(queries) == 1
+    written = [Generation.objects.get(pk=pk) for pk in ids]
+    assert [g.public_id for g in written] == ["gen-raw-1", "gen-raw-2"]
+    for raw, orm in zip(written, reference, strict=True):
+        orm.refresh_from_db()
+        expected = {**model_to_dict(orm), "id": raw.pk, "public_id": raw.public_id}
+        assert model_to_dict(raw) == expected
