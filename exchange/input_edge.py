@@ -61,11 +61,18 @@ def _printable(text: str) -> str:
     return _TEXT_CONTROLS.sub("?", text)[:100]
 
 
+# The message of a body nested deeper than the parsers' recursion allows (both order paths).
+TOO_DEEP = "JSON parse error - nested too deeply."
+
+
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, refusing control characters in any string of the body."""
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
-        return controls_refuse(super().parse(stream, media_type, parser_context))
+        try:
+            return controls_refuse(super().parse(stream, media_type, parser_context))
+        except RecursionError:  # "[[[[…" a few hundred thousand deep: Python's stack, not ours
+            raise ParseError(TOO_DEEP) from None
 
 
 class InputEdgeMiddleware:

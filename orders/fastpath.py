@@ -59,7 +59,7 @@ from exchange.api_throttles import (
 )
 from exchange.db import array_param, server_bound_cursor
 from exchange.errors import ExchangeError
-from exchange.input_edge import controls_refuse
+from exchange.input_edge import TOO_DEEP, controls_refuse
 from exchange.outages import RETRY_AFTER_SECONDS, dependency_outage, unavailable_body
 from exchange.runner.progress import FALLBACK_SECONDS, progress_listen, progress_unlisten
 from orders import services
@@ -468,9 +468,11 @@ def _body_json(body: bytes) -> Any:
         return {}
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        return controls_refuse(data)  # as exchange.input_edge.JSONParser does
     except ValueError as error:  # UnicodeDecodeError included
         raise exceptions.ParseError(f"JSON parse error - {error}") from error
-    return controls_refuse(data)  # as exchange.input_edge.JSONParser does
+    except RecursionError:
+        raise exceptions.ParseError(TOO_DEEP) from None
 
 
 def _no_constants(name: str) -> Any:

@@ -76,6 +76,27 @@ def test_control_characters_in_bodies_are_refused(app, bot, body):
 
 
 @pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/v1/orders", b"[" * 200_000 + b"]" * 200_000),  # deeper than Python's stack
+        ("/api/v1/orders", b'{"a":' * 5_000 + b"1" + b"}" * 5_000),
+        ("/api/v1/orders/batch", b"[" * 200_000 + b"]" * 200_000),
+    ],
+)
+def test_bodies_nested_too_deeply_are_a_400_on_both_paths(app, bot, path, raw):
+    answers = []
+    for headers in ({}, {"cookie": "x=1"}):  # the fast path, then Django
+        status, _, answer = asgi_call(app, "POST", path, raw=raw, key=bot, headers=headers)
+        answers.append((status, answer))
+    assert answers[0] == answers[1]
+    status, answer = answers[0]
+    assert status == 400, answer
+    assert answer["error"]["code"] == "malformed_request"
+    assert "nested too deeply" in answer["error"]["message"]
+    assert Order.objects.count() == 0
+
+
+@pytest.mark.parametrize(
     ("path", "query"),
     [
         ("/api/v1/orders", b"market=%00"),
