@@ -235,6 +235,10 @@ REST_FRAMEWORK = {
         "anon": env.str("API_THROTTLE_ANON", default="600/minute"),
         "user": env.str("API_THROTTLE_USER", default="6000/minute"),
     },
+    # A caller is its REMOTE_ADDR: behind a proxy the ASGI server sets it from the proxy's header
+    # (uvicorn --forwarded-allow-ips); DRF's default would key on a client's own
+    # X-Forwarded-For, one new budget per made-up address.
+    "NUM_PROXIES": 0,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

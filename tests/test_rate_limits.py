@@ -91,3 +91,12 @@ def test_answers_before_the_throttles_carry_the_headers_too(make_user) -> None:
     refused = client_with(reader).post("/api/v1/orders", {}, format="json")  # 403: scope
     assert refused.status_code == 403
     assert limits(refused)[:2] == (5, 5)
+
+
+def test_a_made_up_forwarded_for_gets_no_new_budget() -> None:
+    client = APIClient()
+    statuses = [
+        client.get(f"/api/v1/markets/{SYMBOL}/book", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code
+        for n in range(5)
+    ]
+    assert statuses == [200, 200, 200, 429, 429]
