@@ -201,6 +201,12 @@ class MarketRunner:
         self.feed_seq = 0
         self.feed_published = float("-inf")  # time.monotonic() of the last publication
         self.book_time: int | None = None  # the book's last change, ms since the epoch
+        # this market's series (exchange.metrics), looked up once
+        symbol = market.symbol
+        self.batch_commands = RUNNER_BATCH_COMMANDS.labels(symbol)
+        self.batch_seconds = RUNNER_BATCH_SECONDS.labels(symbol)
+        self.commit_seconds = RUNNER_COMMIT_SECONDS.labels(symbol)
+        self.lag = RUNNER_LAG_SECONDS.labels(symbol)
 
     # -- rebuild --------------------------------------------------------------------------------
     def rebuild(self) -> None:
@@ -263,9 +269,8 @@ class MarketRunner:
                 started = time.perf_counter()
                 applied = self._step(limit, refused)
                 if applied:
-                    symbol = self.market.symbol
-                    RUNNER_BATCH_COMMANDS.labels(symbol).observe(applied)
-                    RUNNER_BATCH_SECONDS.labels(symbol).observe(time.perf_counter() - started)
+                    self.batch_commands.observe(applied)
+                    self.batch_seconds.observe(time.perf_counter() - started)
                 return applied
             except UndeliverableSales as undeliverable:
                 # Rare (the ask outlived its tokens before the expiry tasks ran): the batch
@@ -302,9 +307,9 @@ class MarketRunner:
                 .values_list("id", "order_id", "kind", "created_at")[:limit]
             )
             if not rows:
+                self.lag.set(0.0)  # nothing waits
                 return 0
-            lag = (timezone.now() - rows[0][3]).total_seconds()
-            RUNNER_LAG_SECONDS.labels(self.market.symbol).set(max(lag, 0.0))
+            self.lag.set(max((timezone.now() - rows[0][3]).total_seconds(), 0.0))
             commands = [row[:3] for row in rows]
             if refused:
                 commands = self._refusals_journal(refused, commands)
@@ -382,9 +387,7 @@ class MarketRunner:
             market_id = self.market.id
 
             def after_commit() -> None:
-                RUNNER_COMMIT_SECONDS.labels(self.market.symbol).observe(
-                    time.perf_counter() - written
-                )
+                self.commit_seconds.observe(time.perf_counter() - written)
                 # Each step on its own: a cache outage must not cost the waiting requests
                 # their wake-up nor the users their private updates.
                 try:

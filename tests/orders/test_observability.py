@@ -120,3 +120,30 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert parsed["logger"] == "orders.services"
     assert parsed["request_id"] == "r-1"
     assert parsed["timestamp"].endswith("Z")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_runner_lag_falls_to_zero_once_nothing_waits(market, make_user, fund) -> None:
+    from datetime import timedelta
+
+    from django.test import override_settings
+    from django.utils import timezone
+
+    from exchange.metrics import RUNNER_LAG_SECONDS
+    from exchange.runner.core import MarketRunner
+    from orders.models import OrderCommand
+    from orders.services import order_place, order_request_parse
+
+    user = make_user()
+    fund(user, cny=100)
+    with override_settings(ENGINE_RUNNER="external", ORDER_WAIT_SECONDS=0):  # journalled only
+        order_place(user=user, request=order_request_parse(
+            market=market, side="buy", type="limit", price="8.00", quantity="1"))  # fmt: skip
+    # the command has waited a minute when the runner takes it
+    OrderCommand.objects.update(created_at=timezone.now() - timedelta(seconds=60))
+    runner = MarketRunner(market)
+    gauge = RUNNER_LAG_SECONDS.labels(market.symbol)
+    assert runner.step() == 1
+    assert gauge._value.get() >= 60
+    assert runner.step() == 0  # idle
+    assert gauge._value.get() == 0
