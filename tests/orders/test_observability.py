@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
@@ -57,7 +58,11 @@ def test_orders_through_a_served_exchange_move_the_series(postgres, redis_url, m
             while json.loads(ws.recv(timeout=10)).get("channel") != "trades":
                 pass  # the trade reached this connection
             after = scrape(base)
-        closed = scrape(base)
+        deadline = time.monotonic() + 10  # the server ends the connection's task after the close
+        while (closed := scrape(base))[("exchange_websocket_connections", ())] and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
