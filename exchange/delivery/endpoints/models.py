@@ -139,18 +139,19 @@ class EndpointEvent(models.Model):
 
 
 class EndpointOutage(models.Model):
-    """A past outage of a provider's endpoint in a market: from the dead-man switch (DOWN) to
-    the check that found it answering again (or its removal while down). The outage still going
-    on is the endpoint's ``down_since``. Take-or-pay credits the buyers of the provider's lots
-    for the share of a lot's life it covered (``escrow.services``); kept, never pruned (one row
-    per outage)."""
+    """An outage of a provider's endpoint in a market: from the dead-man switch (DOWN) to the
+    check that found it answering again. Removing an endpoint opens one (``ended_at`` NULL: from
+    the removal, or from when it went down) that a newly registered endpoint closes: without an
+    endpoint nothing is delivered. The outage of an endpoint still DOWN is its ``down_since``.
+    Take-or-pay credits the buyers of the provider's lots for the share of a lot's life outages
+    covered (``escrow.services``); kept, never pruned (one row per outage)."""
 
     provider = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="endpoint_outages"
     )
     market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="+")
     started_at = models.DateTimeField()
-    ended_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["started_at", "id"]
@@ -159,7 +160,8 @@ class EndpointOutage(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(ended_at__gte=models.F("started_at")), name="outage_ends_after_start"
+                condition=Q(ended_at__isnull=True) | Q(ended_at__gte=models.F("started_at")),
+                name="outage_ends_after_start",
             ),
         ]
 

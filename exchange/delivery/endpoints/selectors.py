@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Profile, User
@@ -99,21 +99,30 @@ async def ahealthy_provider_ids(*, markets: list[Market]) -> set[int]:
 # --- the ask check (called by orders.services and orders.capacity) -------------------------------
 def outages_get(*, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], datetime | None]:
     """For each (provider id, market id): since when its endpoint there has failed without
-    answering (``failing_since``; a down endpoint has failed since then too); None while it
-    answers, or when the provider has no endpoint there (capacity issued without one, as
-    staff corrections and benchmarks do: not judged here)."""
+    answering (``failing_since``; a down endpoint has failed since then too), or since its
+    endpoint there was removed (and none registered again); None while it answers, or when the
+    provider never had an endpoint there (capacity issued without one, as staff corrections
+    and benchmarks do: not judged here)."""
     wanted = set(keys)
     found: dict[tuple[int, int], datetime | None] = dict.fromkeys(wanted)
     if not wanted:
         return found
+    providers = {provider for provider, _ in wanted}
+    markets = {market for _, market in wanted}
     rows = Endpoint.objects.filter(
-        provider_id__in={provider for provider, _ in wanted},
-        market_id__in={market for _, market in wanted},
-        failing_since__isnull=False,
+        provider_id__in=providers, market_id__in=markets, failing_since__isnull=False
     ).values_list("provider_id", "market_id", "failing_since")
     for provider, market, failing_since in rows:
         if (provider, market) in found:
             found[provider, market] = failing_since
+    # an endpoint removed and not registered again: nothing answers since its removal
+    removed = EndpointOutage.objects.filter(
+        provider_id__in=providers, market_id__in=markets, ended_at__isnull=True
+    ).values_list("provider_id", "market_id", "started_at")
+    for provider, market, started in removed:
+        if (provider, market) in found:
+            known = found[provider, market]
+            found[provider, market] = started if known is None else min(known, started)
     return found
 
 
@@ -126,12 +135,15 @@ def outage_intervals_get(
     found: dict[int, list[tuple[datetime, datetime]]] = {provider: [] for provider in wanted}
     if not wanted:
         return found
-    past = EndpointOutage.objects.filter(
-        provider_id__in=wanted, market_id=market_id, started_at__lt=end, ended_at__gt=start
-    ).values_list("provider_id", "started_at", "ended_at")
-    for provider, started, ended in past:
-        found[provider].append((started, ended))
     now = timezone.now()
+    past = (
+        EndpointOutage.objects.filter(provider_id__in=wanted, market_id=market_id)
+        .filter(started_at__lt=end)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=start))
+        .values_list("provider_id", "started_at", "ended_at")
+    )
+    for provider, started, ended in past:  # an open one: the endpoint was removed
+        found[provider].append((started, ended if ended is not None else max(now, started)))
     current = Endpoint.objects.filter(
         provider_id__in=wanted,
         market_id=market_id,

@@ -121,6 +121,10 @@ def endpoint_create(
     now = timezone.now()
     try:
         with transaction.atomic(durable=True):
+            # it answers: the outage its predecessor's removal opened ends here
+            EndpointOutage.objects.filter(
+                provider=user, market=market, ended_at__isnull=True
+            ).update(ended_at=now)
             endpoint = Endpoint.objects.create(
                 provider=user,
                 market=market,
@@ -185,7 +189,16 @@ def endpoint_delete(*, user: User, endpoint_id: int) -> list[int]:
     endpoint = endpoint_get(user=user, endpoint_id=endpoint_id)
     market = endpoint.market
     with transaction.atomic(durable=True):
-        _outage_close(endpoint, timezone.now())
+        # locked: a probe finishing meanwhile must not close an outage this one also opens
+        endpoint = Endpoint.objects.select_for_update().select_related("market").get(id=endpoint.id)
+        now = timezone.now()
+        down = endpoint.status == HealthStatus.DOWN and endpoint.down_since is not None
+        EndpointOutage.objects.create(
+            provider_id=endpoint.provider_id,
+            market_id=endpoint.market_id,
+            started_at=min(endpoint.down_since, now) if down else now,
+            ended_at=None,  # until an endpoint is registered there again
+        )
         endpoint.delete()
     cancelled = asks_cancel(provider=user, market=market)
     if cancelled:

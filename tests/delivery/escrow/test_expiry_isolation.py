@@ -180,7 +180,7 @@ def test_take_or_pay_credits_the_share_of_the_lots_life_its_provider_was_down(
     assert_audit_ok()
 
 
-def test_an_endpoint_removed_while_down_keeps_its_outage(pair, provider):
+def test_an_endpoint_removed_while_down_keeps_its_outage_open(pair, provider):
     from exchange.delivery.endpoints import services as endpoints
     from exchange.delivery.endpoints.models import Endpoint, EndpointOutage, HealthStatus
 
@@ -191,5 +191,47 @@ def test_an_endpoint_removed_while_down_keeps_its_outage(pair, provider):
     )
     endpoints.endpoint_delete(user=provider.user, endpoint_id=endpoint.id)
     outage = EndpointOutage.objects.get(provider=provider.user)
-    assert outage.started_at == since
-    assert outage.ended_at > since + timedelta(hours=3) - timedelta(seconds=5)
+    assert (outage.started_at, outage.ended_at) == (since, None)
+
+
+def test_removing_the_endpoint_does_not_escape_take_or_pay(pair, provider, make_trader):
+    from exchange.delivery.endpoints import services as endpoints
+    from exchange.delivery.endpoints.models import Endpoint
+
+    # given: a buyer's 1 MTok lot (8 CNY in escrow); the provider then removes its endpoint,
+    # healthy until then, so nothing can be served from the lot any more
+    buyer = make_trader(cny=100)
+    assert buyer.order(market=OUT, side="buy", price="8.00", quantity="1")["status"] == "filled"
+    lot = Lot.objects.get(holder=buyer.user)
+    endpoint = Endpoint.objects.get(provider=provider.user, market__symbol=OUT)
+    endpoints.endpoint_delete(user=provider.user, endpoint_id=endpoint.id)
+    buyer_cny, provider_cny = balance(buyer.user, "CNY")[0], balance(provider.user, "CNY")[0]
+
+    # when: the lot expires unconsumed
+    services.lots_expire_due(now=lot.expires_at + timedelta(seconds=1))
+
+    # then: the provider, which could not deliver, is paid nothing of it
+    lot.refresh_from_db()
+    assert (lot.credited_tokens, lot.unconsumed_tokens) == (MTOK, 0)
+    assert balance(buyer.user, "CNY")[0] - buyer_cny == 8 * CNY
+    assert balance(provider.user, "CNY")[0] == provider_cny
+    assert_audit_ok()
+
+
+def test_registering_again_ends_the_removal_outage(pair, provider, monkeypatch):
+    from exchange.delivery.endpoints import services as endpoints
+    from exchange.delivery.endpoints.models import Endpoint, EndpointOutage
+    from exchange.delivery.endpoints.selectors import outages_get
+
+    endpoint = Endpoint.objects.get(provider=provider.user, market__symbol=OUT)
+    market = endpoint.market
+    endpoints.endpoint_delete(user=provider.user, endpoint_id=endpoint.id)
+    assert outages_get(keys={(provider.user.id, market.id)})[provider.user.id, market.id]
+    monkeypatch.setattr(endpoints, "_check", lambda *args: None)  # the upstream answers
+    endpoints.endpoint_create(
+        user=provider.user, market=market, base_url="https://upstream.example.com/v1",
+        api_key="k", model_id="m",
+    )  # fmt: skip
+    outage = EndpointOutage.objects.get(provider=provider.user)
+    assert outage.ended_at is not None
+    assert outages_get(keys={(provider.user.id, market.id)})[provider.user.id, market.id] is None
