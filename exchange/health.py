@@ -1,11 +1,15 @@
 """Readiness: can this instance serve? One check per dependency, for ``/healthz``.
 
-- ``database``: a round trip to PostgreSQL.
+- ``database``: a round trip to PostgreSQL. Without it nothing can be served: not ready (503).
 - ``redis``: a PING to each Redis the instance uses (the cache, the channel layer). Without it
-  the API still answers (see ``exchange.cache``), but the live feed and the websockets cannot:
-  the instance is reported not ready so that a balancer prefers a healthy one.
+  the API, the pages and orders still work (see ``exchange.cache``) but the live feed does not.
 - ``runner``: per market, how long the oldest command waiting for the engine has waited. Past
-  ``HEALTHZ_RUNNER_MAX_LAG_SECONDS`` orders are accepted but not matched: not ready.
+  ``HEALTHZ_RUNNER_MAX_LAG_SECONDS`` orders are accepted but not matched.
+
+A failing ``redis`` or ``runner`` check makes the instance ``degraded``, still ready (200): both
+are shared by every instance, so failing readiness for them would take every instance out of the
+balancer at once and turn a degraded site into a down one. Alert on the body (or on
+``exchange_runner_lag_seconds``), not on the status.
 
 Errors are reported by class name only (the endpoint is public); the details are logged.
 """
@@ -122,5 +126,9 @@ def health_report() -> tuple[bool, dict[str, Any]]:
         checks["runner"]["ms"] = round((time.monotonic() - started) * 1000, 1)
     else:
         checks["runner"] = {"ok": False, "error": "database unavailable"}
-    ready = all(check["ok"] for check in checks.values())
-    return ready, {"status": "ok" if ready else "unavailable", "checks": checks}
+    ready = checks["database"]["ok"]
+    if not ready:
+        status = "unavailable"
+    else:
+        status = "ok" if all(check["ok"] for check in checks.values()) else "degraded"
+    return ready, {"status": status, "checks": checks}
