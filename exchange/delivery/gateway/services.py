@@ -218,6 +218,31 @@ def attempts_open(plans: list[Plan]) -> list[Attempt | BaseException | None]:
     it would make others look busy). Per plan: its Attempt, None (no provider left) or the
     exception it alone met."""
     results: list[Attempt | BaseException | None] = [None] * len(plans)
+    try:
+        _attempt_rounds(plans, results)
+    except BaseException:
+        # a round failed as a whole (the database, Redis): the plans an earlier round already
+        # granted fail with it, so give back what they hold — nothing is forwarded for them
+        _attempts_undo(plans, results)
+        raise
+    return results
+
+
+def _attempts_undo(plans: list[Plan], results: list[Attempt | BaseException | None]) -> None:
+    for plan, attempt in zip(plans, results, strict=True):
+        if not isinstance(attempt, Attempt):
+            continue
+        try:
+            reservation_release(reservation_id=attempt.reservation_id)
+        except Exception:  # left open: the reaper releases it (DELIVERY_RESERVATION_TIMEOUT)
+            logger.exception("reservation %s not released", attempt.reservation_id)
+        try:
+            _slot_give_back(plan, attempt)
+        except Exception:  # a lost slot expires by itself
+            logger.exception("slot of %s not given back", plan.public_id)
+
+
+def _attempt_rounds(plans: list[Plan], results: list[Attempt | BaseException | None]) -> None:
     waiting = list(range(len(plans)))
     while waiting:
         asks: list[tuple[int, Candidate, Upstream, str]] = []
@@ -284,7 +309,6 @@ def attempts_open(plans: list[Plan]) -> list[Attempt | BaseException | None]:
                 plan.attempts, candidate.provider_id, candidate.name, reservation_id, upstream
             )
         waiting.sort()
-    return results
 
 
 def _attempt_open(plan: Plan) -> Attempt | None:
