@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -27,7 +28,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Counter,
     Gauge,
     Histogram,
     generate_latest,
@@ -89,11 +89,6 @@ GATEWAY_ADDED_SECONDS = Histogram(
     "Time to first token through the gateway minus the upstream's own (what the exchange adds).",
     buckets=LATENCY_BUCKETS,
 )
-GATEWAY_REQUESTS = Counter(
-    "exchange_gateway_requests",
-    "Gateway completions by outcome (ok, refused, failed).",
-    ["outcome"],
-)
 
 
 def _multiprocess() -> bool:
@@ -135,6 +130,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
+# time.monotonic() when the request being served arrived (0.0 outside one)
+_REQUEST_ARRIVED: ContextVar[float] = ContextVar("request_arrived", default=0.0)
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -170,6 +168,7 @@ class RequestEdge:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        arrived = _REQUEST_ARRIVED.set(time.monotonic())
         request_id = request_id_of(scope)
         status = 0
         header = (REQUEST_ID_HEADER, request_id.encode())
@@ -186,8 +185,11 @@ class RequestEdge:
                 ).observe(time.perf_counter() - started)
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            await self.app(scope, receive, send_with_id)
+        try:
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                await self.app(scope, receive, send_with_id)
+        finally:
+            _REQUEST_ARRIVED.reset(arrived)
 
 
 class WebsocketCount:
@@ -212,6 +214,15 @@ class WebsocketCount:
         finally:
             if accepted:
                 WEBSOCKET_CONNECTIONS.dec()
+
+
+def gateway_first_token(upstream_first_token_seconds: float) -> None:
+    """The gateway sends a stream's first token: what it added to the upstream's own time to
+    first token (from the request's arrival; nothing outside a request)."""
+    arrived = _REQUEST_ARRIVED.get()
+    if arrived:
+        added = time.monotonic() - arrived - upstream_first_token_seconds
+        GATEWAY_ADDED_SECONDS.observe(max(added, 0.0))
 
 
 def current_request_id() -> str | None:

@@ -65,6 +65,7 @@ from exchange.delivery.gateway.protocol import (
     chat_request_parse,
     upstream_body,
 )
+from exchange.metrics import gateway_first_token
 
 logger = logging.getLogger(__name__)
 
@@ -518,6 +519,8 @@ class GatewayApp:
                 started_response = True
                 data = b"".join((*pending, data))
                 pending.clear()
+                if meter.first_token_ms is not None:
+                    gateway_first_token(meter.first_token_ms / 1000)
             await send({"type": "http.response.body", "body": data, "more_body": True})
             blocked += loop.time() - before
 

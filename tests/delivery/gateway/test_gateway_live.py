@@ -451,3 +451,32 @@ def test_generations_api_shows_buyers_their_own_and_providers_what_they_served(
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
     assert rows[0][0] == "id"
     assert sorted(row[0] for row in rows[1:]) == sorted(g["id"] for g in served)
+
+
+def test_the_added_time_to_first_token_is_measured_per_stream(server, make_provider, make_trader):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def added() -> tuple[float, float]:
+        with httpx.Client(timeout=30) as http:
+            text = http.get(f"{server.base}/metrics").text
+        found = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("exchange_gateway_added_latency_seconds_")
+        }
+        return found["exchange_gateway_added_latency_seconds_count"], found[
+            "exchange_gateway_added_latency_seconds_sum"
+        ]
+
+    make_provider(server.base, "alpha", "ttft=20,tps=500,len=6")
+    buyer = make_trader(cny=10)
+    buy(buyer)
+    gateway = client(server, consume_key(buyer.user))
+    count, total = added()
+    for _ in range(2):
+        list(gateway.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+    gateway.chat.completions.create(model=MODEL, messages=MESSAGES)  # not a stream: not counted
+    after_count, after_total = added()
+    assert after_count - count == 2
+    assert 0 < after_total - total < 10  # seconds, for both
